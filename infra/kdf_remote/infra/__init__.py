@@ -1,0 +1,1 @@
+"""kdf_remote.infra."""
