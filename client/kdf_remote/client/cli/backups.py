@@ -1,0 +1,92 @@
+"""Backup commands: create, list, restore (`/v1/instances/{name}/backups`)."""
+
+from __future__ import annotations
+
+from kdf_remote.client.cli._common import (
+    DEFAULT,
+    EXIT_OK,
+    Options,
+    console,
+    escape,
+    print_json,
+    progress,
+    run,
+)
+from kdf_remote.client.cli.instances import remote_controller
+
+__all__ = ["create", "list_", "restore"]
+
+
+def create(instance: str = "main", /, *, options: Options = DEFAULT) -> int:
+    """Back up an instance's KDF data directory on the daemon.
+
+    Parameters
+    ----------
+    instance
+        Instance name.
+    """
+
+    def body() -> int:
+        with remote_controller(options) as kdf, progress(options, f"backing up {instance}..."):
+            backup = kdf.create_backup(instance=instance)
+        if options.json:
+            print_json(backup)
+        else:
+            console().print(f"backup [bold]{escape(backup.id)}[/] of {escape(instance)} created")
+        return EXIT_OK
+
+    return run(options, body)
+
+
+def list_(instance: str = "main", /, *, options: Options = DEFAULT) -> int:
+    """List an instance's backups.
+
+    Parameters
+    ----------
+    instance
+        Instance name.
+    """
+
+    def body() -> int:
+        with remote_controller(options) as kdf:
+            backups = kdf.backups(instance=instance)
+        if options.json:
+            print_json({"instance": instance, "backups": backups})
+            return EXIT_OK
+        from rich.table import Table
+
+        from kdf_remote.client.cli.render import human_bytes
+
+        table = Table(header_style="bold")
+        for column in ("ID", "CREATED", "SIZE"):
+            table.add_column(column)
+        for backup in backups:
+            created = "-" if backup.created_at is None else str(backup.created_at)
+            table.add_row(backup.id, created, human_bytes(backup.size_bytes))
+        console().print(table)
+        return EXIT_OK
+
+    return run(options, body)
+
+
+def restore(instance: str, backup_id: str, /, *, options: Options = DEFAULT) -> int:
+    """Restore a backup into an instance (the daemon stops and restarts it around the restore).
+
+    Parameters
+    ----------
+    instance
+        Instance name.
+    backup_id
+        Backup id from `backup list`.
+    """
+
+    def body() -> int:
+        with remote_controller(options) as kdf, progress(options, f"restoring {backup_id}..."):
+            status = kdf.restore_backup(backup_id, instance=instance)
+        if options.json:
+            print_json(status)
+        else:
+            console().print(f"{escape(instance)} restored from {escape(backup_id)}: {status.state}")
+        return EXIT_OK
+
+    return run(options, body)

@@ -1,0 +1,103 @@
+"""Worker commands: list, add, remove (admin routes of the daemon)."""
+
+from __future__ import annotations
+
+from kdf_remote.client.cli._common import (
+    DEFAULT,
+    EXIT_OK,
+    Options,
+    console,
+    escape,
+    print_json,
+    run,
+)
+from kdf_remote.client.cli.instances import remote_controller
+
+__all__ = ["add", "list_", "remove"]
+
+
+def list_(*, options: Options = DEFAULT) -> int:
+    """List workers and the capacity left for more."""
+
+    def body() -> int:
+        with remote_controller(options) as kdf:
+            workers = kdf.workers()
+            capacity = kdf.capacity()
+        if options.json:
+            print_json({"workers": workers, "capacity": capacity})
+            return EXIT_OK
+        from kdf_remote.client.cli.render import human_bytes, workers_table
+
+        out = console()
+        out.print(workers_table(workers))
+        limit = "-" if capacity.max_workers is None else str(capacity.max_workers)
+        out.print(
+            f"workers {capacity.workers}/{limit}, free ports {len(capacity.free_ports)}, "
+            f"memory left {human_bytes(capacity.memory_free_bytes)}, "
+            f"cpu left {'-' if capacity.cpu_free is None else capacity.cpu_free}"
+        )
+        return EXIT_OK
+
+    return run(options, body)
+
+
+def add(
+    name: str,
+    /,
+    *,
+    memory: str | None = None,
+    cpu: float | None = None,
+    start: bool = True,
+    options: Options = DEFAULT,
+) -> int:
+    """Create a worker (its own RPC port, data directory and limits) and start it.
+
+    Parameters
+    ----------
+    name
+        Worker name.
+    memory
+        Memory limit, e.g. `512M` (default: the daemon's per-worker limit).
+    cpu
+        CPU limit in cores (default: the daemon's per-worker limit).
+    start
+        Start it right away.
+    """
+
+    def body() -> int:
+        from kdf_remote.client.models import WorkerRequest
+
+        request = WorkerRequest(name=name, memory=memory, cpu=cpu, start=start)
+        with remote_controller(options) as kdf:
+            worker = kdf.add_worker(request)
+        if options.json:
+            print_json(worker)
+        else:
+            console().print(
+                f"worker [bold]{escape(worker.name)}[/] created "
+                f"(rpc port {worker.rpc_port}, state {worker.state or '-'})"
+            )
+        return EXIT_OK
+
+    return run(options, body)
+
+
+def remove(name: str, /, *, options: Options = DEFAULT) -> int:
+    """Stop and remove a worker.
+
+    Parameters
+    ----------
+    name
+        Worker name.
+    """
+
+    def body() -> int:
+        with remote_controller(options) as kdf:
+            kdf.remove_worker(name)
+        if options.json:
+            print_json({"removed": name})
+        else:
+            console().print(f"worker [bold]{escape(name)}[/] removed")
+        return EXIT_OK
+
+    return run(options, body)
