@@ -1,0 +1,1 @@
+"""ComponentResources of the kdf-remote Pulumi program, one module per concept."""

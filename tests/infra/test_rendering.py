@@ -1,0 +1,229 @@
+"""Rendered artefacts pass the checks of the tools that consume them.
+
+* daemon.yaml is accepted by the daemon's own settings reader;
+* the cloud-config validates against cloud-init's JSON schema (and ``cloud-init schema``);
+* the systemd units pass ``systemd-analyze verify`` and score at most 2.5 with
+  ``systemd-analyze security --offline=true``;
+* the install script is valid POSIX shell.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdf_remote.infra.bootstrap_script import BootstrapInput, render_install_script
+from kdf_remote.infra.cloud_init import gzip_user_data, render_cloud_config
+from kdf_remote.infra.daemon_config import DaemonConfigInput, render_daemon_config
+from kdf_remote.infra.layout import Layout
+from kdf_remote.infra.settings import Settings, parse_settings
+from kdf_remote.infra.systemd_units import render_daemon_unit, render_kdf_unit
+
+pytestmark = pytest.mark.unit
+
+SHA = "8993a0d31ef7a3554089be77b0c587bae3e7a1aa075bd1ca9ae6db6b96ae0c31"
+CLOUD_INIT_SCHEMA = Path(
+    "/usr/lib/python3/dist-packages/cloudinit/config/schemas/schema-cloud-config-v1.json"
+)
+MAX_EXPOSURE = 2.5
+
+
+def make(**extra: object) -> Settings:
+    raw = {
+        "provider": "aws",
+        "region": "us-east-1",
+        "allowed_ips": '["203.0.113.7/32", "2001:db8::/64"]',
+        "kdf_version": "2.1.0-beta",
+        "kdf_url": "https://example.org/kdf.zip",
+        "kdf_sha256": SHA,
+    }
+    raw.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
+    return parse_settings(raw)
+
+
+VARIANTS: dict[str, dict[str, object]] = {
+    "aws-default": {},
+    "do-compat-p2p": {
+        "provider": "do",
+        "region": "fra1",
+        "kdf_compat": {"enabled": True, "port": 7000},
+        "p2p": {"enabled": True},
+    },
+    "custom-letsencrypt-like": {
+        "provider": "custom",
+        "region": "home",
+        "custom_host": {"host": "192.0.2.10", "user": "admin"},
+    },
+    "aws-letsencrypt": {
+        "dns": {"zone": "Z0123456789", "fqdn": "kdf.example.com"},
+        "tls": {"mode": "letsencrypt", "email": "ops@example.com"},
+    },
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_daemon_config_is_accepted_by_the_daemon(variant: str) -> None:
+    """The rendered daemon.yaml parses with the daemon's reader and keeps the values we set."""
+    settings_module = pytest.importorskip("kdf_remote.daemon.settings")
+    settings = make(**VARIANTS[variant])
+    key_hash = "sha256:" + "ab" * 32
+    text = render_daemon_config(
+        DaemonConfigInput(settings=settings, layout=Layout(), api_key_hash=key_hash)
+    )
+    parsed = settings_module.parse_settings(text, source="daemon.yaml")
+    assert parsed.daemon.port == settings.daemon_port
+    assert parsed.kdf.rpc_port == settings.kdf_rpc_port
+    assert str(parsed.kdf.binary_path) == str(Layout().kdf_binary)
+    assert [k.digest.hex() for k in parsed.security.api_keys] == ["ab" * 32]
+    assert [k.role.label for k in parsed.security.api_keys] == ["admin"]
+    assert {str(n) for n in parsed.security.allowed_ips} >= set(settings.allowed_ips)
+    assert parsed.security.ssl is not None
+    assert str(parsed.security.ssl.key_path) == str(Layout().tls_key)
+    assert str(parsed.security.jwt.key_file) == str(Layout().jwt_key)
+    assert parsed.kdf_compat.enabled == settings.kdf_compat.enabled
+
+
+def test_first_boot_config_holds_no_key_hash() -> None:
+    """The copy that travels in user data has an empty key list."""
+    text = render_daemon_config(DaemonConfigInput(settings=make(), layout=Layout()))
+    assert yaml.safe_load(text)["security"]["api_keys"] == []
+    assert "sha256:" not in text
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_cloud_config_matches_cloud_init_schema(variant: str) -> None:
+    """The user data validates against cloud-init's JSON schema; a broken copy does not."""
+    if not CLOUD_INIT_SCHEMA.exists():
+        pytest.skip(
+            f"cloud-init's schema is absent ({CLOUD_INIT_SCHEMA}): apt-get install cloud-init"
+        )
+    import jsonschema_rs
+
+    validator = jsonschema_rs.validator_for(json.loads(CLOUD_INIT_SCHEMA.read_text()))
+    text = render_cloud_config(
+        BootstrapInput(settings=make(**VARIANTS[variant])),
+        ssh_public_keys=("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDeploy ops@example",),
+    )
+    assert text.startswith("#cloud-config\n")
+    document = yaml.safe_load(text)
+    errors = [str(e) for e in validator.iter_errors(document)]
+    assert errors == []
+    broken = dict(document, users=[{"nam": "kdf"}])
+    assert list(validator.iter_errors(broken)), "the validator accepted a broken users entry"
+    assert len(gzip_user_data(text)) < 16 * 1024, "AWS caps user data at 16 KB"
+    assert gzip_user_data(text) == gzip_user_data(text)
+
+
+def test_cloud_config_passes_cloud_init_cli(tmp_path: Path) -> None:
+    """cloud-init's own `schema` command accepts the document."""
+    tool = shutil.which("cloud-init")
+    if tool is None:
+        pytest.skip("cloud-init is not installed: apt-get install cloud-init")
+    path = tmp_path / "user-data"
+    path.write_text(render_cloud_config(BootstrapInput(settings=make())))
+    result = subprocess.run(
+        [tool, "schema", "-c", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_install_script_is_valid_posix_shell(variant: str, tmp_path: Path) -> None:
+    """`sh -n` accepts the script, and every heredoc is closed."""
+    script = render_install_script(BootstrapInput(settings=make(**VARIANTS[variant])))
+    path = tmp_path / "install.sh"
+    path.write_text(script)
+    result = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    opened = re.findall(r"<<'(KDF_REMOTE_EOF_[0-9A-F]+)'", script)
+    assert opened
+    for marker in opened:
+        assert re.search(rf"^{marker}$", script, re.MULTILINE), marker
+
+
+def _units(tmp_path: Path) -> dict[str, Path]:
+    """Render both units with binaries that exist (verify checks ExecStart)."""
+    layout = Layout().under(str(tmp_path / "root"))
+    for binary in (Path(str(layout.daemon_bin)), Path(str(layout.kdf_binary))):
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        binary.write_text("#!/bin/sh\n")
+        binary.chmod(0o755)
+    settings = make()
+    daemon = tmp_path / "kdf-remote-daemon.service"
+    daemon.write_text(render_daemon_unit(settings, layout))
+    kdf = tmp_path / "kdf-remote-kdf@main.service"
+    kdf.write_text(render_kdf_unit(settings, layout))
+    return {"daemon": daemon, "kdf": kdf}
+
+
+def _systemd_analyze() -> str:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed: apt-get install systemd")
+    return tool
+
+
+@pytest.mark.parametrize("unit", ["daemon", "kdf"])
+def test_units_pass_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
+    """verify prints nothing: no unknown directive, no bad value, ExecStart exists."""
+    tool = _systemd_analyze()
+    path = _units(tmp_path)[unit]
+    result = subprocess.run(
+        [tool, "verify", str(path)], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    # verify only warns (exit 0) about unknown keys; any message is a defect here.
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stderr
+
+
+def test_verify_would_catch_a_misspelled_directive(tmp_path: Path) -> None:
+    """The verify check above is not vacuous: a typo in a directive produces a message."""
+    tool = _systemd_analyze()
+    path = _units(tmp_path)["daemon"]
+    path.write_text(path.read_text().replace("NoNewPrivileges=", "NoNewPrivilege="))
+    result = subprocess.run(
+        [tool, "verify", str(path)], capture_output=True, text=True, check=False
+    )
+    assert "NoNewPrivilege" in result.stderr
+
+
+def _exposure(tool: str, path: Path) -> float:
+    result = subprocess.run(
+        [tool, "security", "--offline=true", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    return float(match.group(1))
+
+
+@pytest.mark.parametrize("unit", ["daemon", "kdf"])
+def test_units_score_at_most_2_5(unit: str, tmp_path: Path) -> None:
+    """`systemd-analyze security --offline=true` rates each unit at most 2.5 (OK)."""
+    tool = _systemd_analyze()
+    path = _units(tmp_path)[unit]
+    score = _exposure(tool, path)
+    print(f"systemd-analyze security exposure of {path.name}: {score}")
+    assert score <= MAX_EXPOSURE
+
+
+def test_daemon_restart_does_not_reach_kdf() -> None:
+    """KDF has its own unit; the daemon unit keeps control-group kill mode, never `process`."""
+    settings, layout = make(), Layout()
+    daemon = render_daemon_unit(settings, layout)
+    kdf = render_kdf_unit(settings, layout)
+    assert "KillMode=control-group" in daemon
+    assert "KillMode=process" not in daemon + kdf and "KillMode=none" not in daemon + kdf
+    assert f"User={layout.daemon_user}" in daemon
+    assert f"User={layout.kdf_user}" in kdf
+    assert "PartOf=" not in kdf and "BindsTo=" not in kdf
+    assert f"ExecStart={layout.kdf_binary}" in kdf
+    assert "KillSignal=SIGINT" in kdf
