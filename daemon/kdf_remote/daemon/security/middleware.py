@@ -1,0 +1,623 @@
+"""The security gate: one raw ASGI middleware in front of the Litestar router.
+
+Per HTTP request, in this order (each step refuses with the daemon's ``{"error", "detail"}``):
+
+1. client address: the TCP peer, or the forwarded client when the peer is a trusted proxy;
+2. allow-list (403 ``ip_not_allowed``);
+3. lock-out after failed authentications (429 + ``Retry-After``);
+4. rate limit per client address, stricter on ``POST /v1/auth/token`` (429 + ``Retry-After``);
+5. declared body size (413 before anything is read);
+6. public routes (``GET /v1/health``) go straight through;
+7. credential: ``Authorization: Bearer`` or ``X-API-Key``, an API key or an access token
+   (the token endpoint takes API keys only); failures count toward the lock-out (401);
+8. rate limit per credential (429);
+9. signature, when headers are sent or the key requires it (401 ``bad_signature``);
+10. the principal goes to ``scope["user"]`` and an :class:`AuthContext` to ``scope["auth"]``.
+
+After the response, mutating calls and refused attempts get one audit line. Every response gets
+``X-Content-Type-Options: nosniff``, ``Cache-Control: no-store`` (unless the handler set one) and,
+over TLS, ``Strict-Transport-Security``.
+
+Unauthenticated work is bounded: no body is read and nothing is parsed before step 7 passes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import msgspec
+
+from kdf_remote.daemon.errors import ForbiddenError, UnauthorizedError, encode_error
+from kdf_remote.daemon.principal import Principal
+from kdf_remote.daemon.security.errors import AuditLogError, CredentialError, SignatureError
+from kdf_remote.daemon.security.ipaccess import rate_key, resolve_client
+from kdf_remote.daemon.security.ratelimit import retry_after_header
+from kdf_remote.daemon.security.signing import (
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    SignatureHeaders,
+)
+from kdf_remote.daemon.security.tls import HSTS_VALUE
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+
+    from litestar.connection import ASGIConnection
+
+    from kdf_remote.daemon.security.ipaccess import IPAddress
+    from kdf_remote.daemon.security.runtime import Authenticated, SecurityRuntime
+
+    Scope = MutableMapping[str, Any]
+    Message = MutableMapping[str, Any]
+    Receive = Callable[[], Awaitable[Message]]
+    Send = Callable[[Message], Awaitable[None]]
+    ASGIApp = Callable[..., Awaitable[None]]
+
+__all__ = [
+    "AUDIT_NOTE_KEY",
+    "RUNTIME_KEY",
+    "AuditNote",
+    "AuthContext",
+    "GateAuthenticator",
+    "SecurityMiddleware",
+    "auth_context_of",
+    "note_audit",
+    "set_audit_note",
+]
+
+log = logging.getLogger("kdf_remote.daemon.security")
+
+RUNTIME_KEY: Final = "kdf_security"
+"""Scope key holding the :class:`SecurityRuntime` (set on every request the gate passed)."""
+AUDIT_NOTE_KEY: Final = "kdf_audit_note"
+MUTATING: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+DENIED_STATUSES: Final = frozenset({401, 403, 413, 429})
+_CAPTURE_LIMIT: Final = 4096
+_WWW_AUTHENTICATE: Final = (b"www-authenticate", b'Bearer realm="kdf-remote"')
+_JSON: Final = (b"content-type", b"application/json")
+
+
+class AuthContext(msgspec.Struct, frozen=True, kw_only=True):
+    """How the request was authenticated (``scope["auth"]``; ``request.auth`` in Litestar)."""
+
+    via: str
+    """``api_key`` or ``jwt``."""
+    key_id: str
+    jti: str | None
+    """The access token's id, when the credential was a token."""
+    token_expires_at: int | None
+    signed: bool
+    """A valid signature covered this request."""
+    signing_required_for_admin: bool
+    client_ip: str | None
+
+
+@dataclass(slots=True)
+class AuditNote:
+    """What a handler adds to its audit line (see :func:`note_audit`)."""
+
+    target: str | None = None
+    detail: str | None = None
+
+
+def note_audit(
+    connection: ASGIConnection[Any, Any, Any, Any],
+    *,
+    target: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Set the target and detail of this request's audit line (never pass a secret)."""
+    set_audit_note(cast("dict[str, Any]", connection.scope), target=target, detail=detail)
+
+
+def set_audit_note(
+    scope: MutableMapping[str, Any], *, target: str | None = None, detail: str | None = None
+) -> None:
+    """:func:`note_audit` for raw ASGI code (e.g. the RPC fast path), given the scope."""
+    scope[AUDIT_NOTE_KEY] = AuditNote(target=target, detail=detail)
+
+
+def auth_context_of(scope: Mapping[str, Any]) -> AuthContext | None:
+    """The gate's :class:`AuthContext` for this request, if it authenticated one."""
+    value = scope.get("auth")
+    return value if isinstance(value, AuthContext) else None
+
+
+class _RefusedError(Exception):
+    """Stop the request with this status, error code and detail."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        retry_after: float | None = None,
+        throttle: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.retry_after = retry_after
+        self.throttle = throttle
+        """Audit at most once a minute per (source, this key); None: audit every time."""
+
+
+class _ClientGoneError(Exception):
+    """The client disconnected while its body was read."""
+
+
+@dataclass(slots=True)
+class _Headers:
+    authorization: bytes | None = None
+    api_key: bytes | None = None
+    forwarded_for: list[bytes] = field(default_factory=list)
+    content_length: bytes | None = None
+    chunked: bool = False
+    timestamp: bytes | None = None
+    nonce: bytes | None = None
+    signature: bytes | None = None
+
+    @classmethod
+    def parse(cls, raw: list[tuple[bytes, bytes]]) -> _Headers:
+        found = cls()
+        for name, value in raw:
+            if name == b"authorization":
+                found.authorization = value
+            elif name == b"x-api-key":
+                found.api_key = value
+            elif name == b"x-forwarded-for":
+                found.forwarded_for.append(value)
+            elif name == b"content-length":
+                found.content_length = value
+            elif name == b"transfer-encoding":
+                found.chunked = True
+            elif name == TIMESTAMP_HEADER:
+                found.timestamp = value
+            elif name == NONCE_HEADER:
+                found.nonce = value
+            elif name == SIGNATURE_HEADER:
+                found.signature = value
+        return found
+
+    def credential(self) -> str | None:
+        """The credential sent, or None.
+
+        Raises:
+            _RefusedError: two credentials, a non-Bearer scheme, or non-ASCII bytes.
+        """
+        bearer: bytes | None = None
+        if self.authorization is not None:
+            scheme, _, rest = self.authorization.strip().partition(b" ")
+            if scheme.lower() != b"bearer":
+                raise _RefusedError(
+                    401, "unauthorized", "unsupported Authorization scheme: use Bearer"
+                )
+            bearer = rest.strip() or None
+        api_key = self.api_key.strip() or None if self.api_key is not None else None
+        if bearer is not None and api_key is not None:
+            raise _RefusedError(
+                401, "unauthorized", "send one credential, not both Authorization and X-API-Key"
+            )
+        chosen = bearer if bearer is not None else api_key
+        if chosen is None:
+            return None
+        try:
+            return chosen.decode("ascii")
+        except UnicodeDecodeError:
+            raise _RefusedError(401, "unauthorized", "invalid credential") from None
+
+    def signature_headers(self) -> SignatureHeaders | None:
+        if self.timestamp is None and self.nonce is None and self.signature is None:
+            return None
+        if self.timestamp is None or self.nonce is None or self.signature is None:
+            raise _RefusedError(
+                401,
+                "bad_signature",
+                "signed requests need X-KDF-Timestamp, X-KDF-Nonce and X-KDF-Signature",
+            )
+        return SignatureHeaders(
+            timestamp=self.timestamp.decode("latin-1"),
+            nonce=self.nonce.decode("latin-1"),
+            signature=self.signature.decode("latin-1"),
+        )
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """One request's state as it passes the gate."""
+
+    scope: Scope
+    method: str
+    path: str
+    client: IPAddress | None
+    rate_key: str
+    auth: Authenticated | None = None
+    status: int | None = None
+    error_body: bytearray | None = None
+
+
+def _target(scope: Scope) -> str:
+    """The request target as sent: raw path, then ``?query`` when there is one."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes | bytearray) else scope.get("path", "/")
+    query = scope.get("query_string") or b""
+    return f"{path}?{query.decode('latin-1')}" if query else path
+
+
+class SecurityMiddleware:
+    """Raw ASGI middleware applying :class:`SecurityRuntime` to every HTTP request.
+
+    Args:
+        app: the wrapped application (in the daemon: Litestar's ``asgi_handler``).
+        runtime: the security state.
+    """
+
+    def __init__(self, app: ASGIApp, runtime: SecurityRuntime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            # The API has no WebSocket route; refuse before any accept.
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            await self.app(scope, receive, send)
+
+    # ---------------------------------------------------------------------------------------
+    # The gate
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rt = self.runtime
+        headers = _Headers.parse(scope["headers"])
+        peer = scope.get("client")
+        client = resolve_client(
+            peer[0] if peer else None, headers.forwarded_for, rt.trusted_proxies
+        )
+        exchange = _Exchange(
+            scope=scope,
+            method=scope["method"],
+            path=scope["path"],
+            client=client,
+            rate_key=rate_key(client),
+        )
+        secure_send = self._wrap_send(exchange, send)
+        try:
+            body = await self._admit(exchange, headers, receive)
+        except _RefusedError as refused:
+            await self._refuse(exchange, refused, secure_send)
+            return
+        except _ClientGoneError:
+            return
+        scope[RUNTIME_KEY] = rt
+        app_receive = _replay(body, receive) if body is not None else receive
+        try:
+            await self.app(scope, app_receive, secure_send)
+        except Exception:
+            log.exception("unhandled error on %s %r", exchange.method, exchange.path)
+            if exchange.status is not None:
+                raise
+            await self._respond(
+                500,
+                encode_error("internal_error", "the daemon failed to handle this request"),
+                secure_send,
+            )
+        self._audit_after(exchange)
+
+    async def _admit(self, ex: _Exchange, headers: _Headers, receive: Receive) -> bytes | None:
+        """Run steps 2-10; returns the body when it had to be read, else None."""
+        rt = self.runtime
+        policy = rt.policy
+        if not rt.allow_list.allows(ex.client):
+            raise _RefusedError(
+                403, "ip_not_allowed", "this address may not use the daemon", throttle="ip"
+            )
+        locked = rt.lockout.retry_after(ex.rate_key)
+        if locked > 0:
+            raise _RefusedError(
+                429,
+                "locked_out",
+                "too many failed authentication attempts from this address",
+                retry_after=locked,
+                throttle="lockout",
+            )
+        is_token_path = ex.path == policy.token_path
+        limiter = rt.auth_limiter if is_token_path else rt.ip_limiter
+        wait = limiter.hit(ex.rate_key)
+        if wait > 0:
+            raise _RefusedError(
+                429, "rate_limited", "too many requests", retry_after=wait, throttle="ip-rate"
+            )
+        declared = _declared_length(headers.content_length)
+        if declared > policy.max_body_size:
+            raise _RefusedError(
+                413,
+                "payload_too_large",
+                f"request body over the {policy.max_body_size}-byte limit",
+                throttle="size",
+            )
+        if (ex.method, ex.path) in policy.public_routes:
+            return None
+        credential = headers.credential()
+        if credential is None:
+            raise _RefusedError(
+                401,
+                "unauthorized",
+                "missing credentials: send 'Authorization: Bearer <key or token>' or 'X-API-Key'",
+                throttle="anonymous",
+            )
+        try:
+            auth = rt.authenticate(credential, allow_token=not is_token_path)
+        except CredentialError as rejected:
+            if rejected.guess:
+                rt.lockout.record_failure(ex.rate_key)
+            raise _RefusedError(401, "unauthorized", rejected.reason) from None
+        ex.auth = auth
+        wait = rt.key_limiter.hit(auth.record.key_id)
+        if wait > 0:
+            raise _RefusedError(
+                429,
+                "rate_limited",
+                "too many requests for this key",
+                retry_after=wait,
+                throttle="key-rate",
+            )
+        signed, body = await self._check_signature(ex, headers, credential, receive)
+        if body is None and headers.chunked:
+            body = await _read_body(receive, policy.max_body_size)
+        claims = auth.claims
+        ex.scope["user"] = auth.principal
+        ex.scope["auth"] = AuthContext(
+            via=auth.principal.via,
+            key_id=auth.record.key_id,
+            jti=claims.jti if claims is not None else None,
+            token_expires_at=claims.expires_at if claims is not None else None,
+            signed=signed,
+            signing_required_for_admin=policy.signing_required_for_admin,
+            client_ip=str(ex.client) if ex.client is not None else None,
+        )
+        return body
+
+    async def _check_signature(
+        self, ex: _Exchange, headers: _Headers, credential: str, receive: Receive
+    ) -> tuple[bool, bytes | None]:
+        rt = self.runtime
+        auth = ex.auth
+        assert auth is not None
+        sig = headers.signature_headers()
+        if sig is None:
+            if auth.record.require_signing:
+                raise _RefusedError(
+                    401, "signature_required", f"key {auth.record.name!r} must sign every request"
+                )
+            return False, None
+        key = rt.signing_key(auth, credential)
+        if key is None:
+            # A token from a key whose signing key is not stored (a YAML key): the signature
+            # cannot be checked, so the request simply counts as unsigned.
+            return False, None
+        body = await _read_body(receive, rt.policy.max_body_size)
+        try:
+            rt.signatures.verify(
+                signing_key=key,
+                namespace=auth.record.key_id,
+                method=ex.method,
+                target=_target(ex.scope),
+                headers=sig,
+                body=body,
+            )
+        except SignatureError as rejected:
+            if rejected.guess:
+                rt.lockout.record_failure(ex.rate_key)
+            raise _RefusedError(401, "bad_signature", rejected.reason) from None
+        return True, body
+
+    # ---------------------------------------------------------------------------------------
+    # Responses
+
+    def _wrap_send(self, ex: _Exchange, send: Send) -> Send:
+        tls = ex.scope.get("scheme") == "https"
+
+        async def secure_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ex.status = int(message["status"])
+                headers = list(message.get("headers") or ())
+                names = {name.lower() for name, _ in headers}
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if b"cache-control" not in names:
+                    headers.append((b"cache-control", b"no-store"))
+                if tls:
+                    headers.append((b"strict-transport-security", HSTS_VALUE.encode()))
+                message["headers"] = headers
+                if ex.status in (401, 403):
+                    ex.error_body = bytearray()
+            elif message["type"] == "http.response.body" and ex.error_body is not None:
+                room = _CAPTURE_LIMIT - len(ex.error_body)
+                if room > 0:
+                    ex.error_body += message.get("body", b"")[:room]
+            await send(message)
+
+        return secure_send
+
+    @staticmethod
+    async def _respond(status: int, body: bytes, send: Send, *extra: tuple[bytes, bytes]) -> None:
+        headers = [_JSON, (b"content-length", str(len(body)).encode()), *extra]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _refuse(self, ex: _Exchange, refused: _RefusedError, send: Send) -> None:
+        extra: list[tuple[bytes, bytes]] = []
+        if refused.status == 401:
+            extra.append(_WWW_AUTHENTICATE)
+        if refused.retry_after is not None:
+            extra.append((b"retry-after", retry_after_header(refused.retry_after).encode()))
+        await self._respond(
+            refused.status, encode_error(refused.code, refused.detail), send, *extra
+        )
+        skipped: int | None = 0
+        if refused.throttle is not None:
+            skipped = self.runtime.audit_throttle.admit((ex.rate_key, refused.throttle))
+            if skipped is None:
+                return
+        detail = f"{refused.code}: {refused.detail}"
+        if skipped:
+            detail += f" ({skipped} similar refusals not logged)"
+        self._write_audit(
+            ex,
+            outcome="denied",
+            status=refused.status,
+            action=f"{ex.method} {ex.path}",
+            detail=detail,
+        )
+
+    # ---------------------------------------------------------------------------------------
+    # Audit
+
+    def _audit_after(self, ex: _Exchange) -> None:
+        status = ex.status
+        if status is None:
+            return
+        denied = status in DENIED_STATUSES
+        if not denied and ex.method not in MUTATING:
+            return
+        scope = ex.scope
+        handler = scope.get("route_handler")
+        opt = getattr(handler, "opt", None) or {}
+        if not denied and status < 400 and opt.get("audit") is False:
+            return
+        template = scope.get("path_template") or ex.path
+        note = scope.get(AUDIT_NOTE_KEY)
+        target = note.target if isinstance(note, AuditNote) else None
+        if target is None:
+            params = scope.get("path_params") or {}
+            name = params.get("name")
+            target = str(name) if name is not None else None
+        detail = note.detail if isinstance(note, AuditNote) else None
+        if denied and ex.error_body:
+            detail = _error_text(bytes(ex.error_body)) or detail
+        outcome = "denied" if denied else ("ok" if status < 400 else "failed")
+        self._write_audit(
+            ex,
+            outcome=outcome,
+            status=status,
+            action=f"{ex.method} {template}",
+            detail=detail,
+            target=target,
+        )
+
+    def _write_audit(
+        self,
+        ex: _Exchange,
+        *,
+        outcome: str,
+        status: int,
+        action: str,
+        detail: str | None,
+        target: str | None = None,
+    ) -> None:
+        principal: Principal | None = ex.auth.principal if ex.auth is not None else None
+        try:
+            self.runtime.audit.append(
+                action=action,
+                outcome=outcome,
+                actor=principal.name if principal is not None else None,
+                role=principal.role.label if principal is not None else None,
+                key_id=principal.key_id if principal is not None else None,
+                source_ip=str(ex.client) if ex.client is not None else None,
+                target=target,
+                status=status,
+                detail=detail,
+            )
+        except AuditLogError:
+            log.exception("audit line lost for %s %r", ex.method, ex.path)
+
+
+class _ErrorText(msgspec.Struct):
+    error: str = ""
+    detail: str = ""
+
+
+def _error_text(body: bytes) -> str | None:
+    try:
+        parsed = msgspec.json.decode(body, type=_ErrorText)
+    except msgspec.DecodeError:
+        return None
+    text = f"{parsed.error}: {parsed.detail}".strip(": ")
+    return text or None
+
+
+def _declared_length(value: bytes | None) -> int:
+    if value is None:
+        return 0
+    text = value.strip()
+    if not text.isdigit() or len(text) > 18:
+        raise _RefusedError(400, "bad_request", "invalid Content-Length")
+    return int(text)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    """The whole body, refusing (413) once it passes ``limit`` bytes."""
+    chunks = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGoneError
+        chunks += message.get("body", b"")
+        if len(chunks) > limit:
+            raise _RefusedError(
+                413,
+                "payload_too_large",
+                f"request body over the {limit}-byte limit",
+                throttle="size",
+            )
+        if not message.get("more_body", False):
+            return bytes(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that yields ``body`` once, then defers to the server (disconnect)."""
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class GateAuthenticator:
+    """The daemon's ``Authenticator`` when :class:`SecurityMiddleware` runs in front of it.
+
+    It trusts only what the middleware put in the scope and refuses everything when the
+    middleware did not run (fail closed).
+    """
+
+    def check_peer(self, scope: Mapping[str, Any]) -> None:
+        """Public routes: the gate already applied the allow-list and the rate limits.
+
+        Raises:
+            ForbiddenError: the security middleware did not pass this request.
+        """
+        if RUNTIME_KEY not in scope:
+            raise ForbiddenError("the security layer is not installed")
+
+    async def authenticate(self, scope: Mapping[str, Any]) -> Principal:
+        """The principal the security middleware resolved.
+
+        Raises:
+            UnauthorizedError: the security middleware did not authenticate this request.
+        """
+        user = scope.get("user")
+        if RUNTIME_KEY not in scope or not isinstance(user, Principal):
+            raise UnauthorizedError("missing credentials")
+        return user
