@@ -1,0 +1,120 @@
+"""``create_app(settings)``: the daemon's application factory. Nothing is wired at import time.
+
+The factory builds the Litestar app (controllers by area, the one error shape, OpenAPI), the
+instance service over the supervisor, the stream limiter, and the ASGI gate in front of it all
+(:class:`~kdf_remote.daemon.asgi.DaemonApp`). The supervisor's instances are registered (and a
+KDF left running is re-adopted) when the server starts; on shutdown KDF keeps running unless
+``daemon.stop_instances_on_exit`` (or the ``--stop-instances-on-exit`` flag) asks otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from litestar import Litestar
+from litestar.di import Provide
+
+from kdf_remote.daemon.asgi import DaemonApp
+from kdf_remote.daemon.auth import ApiKeyAuthenticator, Authenticator
+from kdf_remote.daemon.controllers import (
+    HealthController,
+    InstancesController,
+    RpcController,
+    SystemController,
+    logs_controller,
+)
+from kdf_remote.daemon.errors import exception_handlers
+from kdf_remote.daemon.openapi import openapi_config
+from kdf_remote.daemon.proxy import RpcFastPath, RpcForwarder
+from kdf_remote.daemon.services import InstanceService
+from kdf_remote.daemon.streams import StreamLimiter
+from kdf_remote.daemon.version import daemon_version
+
+if TYPE_CHECKING:
+    from kdf_remote.daemon.settings import Settings
+    from kdf_remote.supervisor.supervisor import Supervisor
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("kdf_remote.daemon")
+
+
+def _provide(value: object) -> Provide:
+    return Provide(lambda: value, use_cache=True, sync_to_thread=False)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    supervisor_factory: Callable[[], Supervisor] | None = None,
+    authenticator: Authenticator | None = None,
+    fast_rpc: bool = True,
+    stop_instances_on_exit: bool | None = None,
+) -> DaemonApp:
+    """Build the daemon's ASGI application.
+
+    Args:
+        settings: the validated configuration.
+        supervisor_factory: makes the supervisor of each server run (``Supervisor()`` by
+            default); it is created when the server starts and closed when it stops.
+        authenticator: resolves requests to principals (API keys of ``settings`` by default;
+            the security package passes its own).
+        fast_rpc: serve the RPC proxy on the raw ASGI fast path (False: through Litestar).
+        stop_instances_on_exit: overrides ``daemon.stop_instances_on_exit``.
+    """
+    if supervisor_factory is None:
+        from kdf_remote.supervisor.supervisor import Supervisor
+
+        supervisor_factory = Supervisor
+    service = InstanceService(settings, supervisor_factory)
+    limiter = StreamLimiter(settings.security.max_streams, settings.security.max_stream_duration)
+    forwarder = RpcForwarder(service)
+    stop_on_exit = (
+        settings.daemon.stop_instances_on_exit
+        if stop_instances_on_exit is None
+        else stop_instances_on_exit
+    )
+    if not settings.security.api_keys and authenticator is None:
+        log.warning("security.api_keys is empty: every request but GET /v1/health is refused")
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        await service.open()
+        try:
+            yield
+        finally:
+            limiter.close()
+            await service.close(stop_instances=stop_on_exit)
+
+    litestar = Litestar(
+        route_handlers=[
+            SystemController,
+            InstancesController,
+            logs_controller(settings.security.max_log_tail),
+            HealthController,
+            RpcController,
+        ],
+        dependencies={
+            "service": _provide(service),
+            "limiter": _provide(limiter),
+            "forwarder": _provide(forwarder),
+        },
+        exception_handlers=exception_handlers(),
+        openapi_config=openapi_config(daemon_version()),
+        request_max_body_size=settings.security.max_body_size,
+        lifespan=[lifespan],
+        logging_config=None,
+        debug=False,
+    )
+    return DaemonApp(
+        litestar=litestar,
+        authenticator=authenticator or ApiKeyAuthenticator.from_settings(settings.security),
+        service=service,
+        limiter=limiter,
+        fast_path=(
+            RpcFastPath(forwarder, max_body=settings.security.max_body_size) if fast_rpc else None
+        ),
+    )

@@ -1,0 +1,145 @@
+"""The KDF RPC proxy, and its raw ASGI fast path in front of Litestar's routing.
+
+``POST /v1/instances/{name}/rpc`` is the hot path of every app that uses a remote KDF, so the
+daemon answers it before Litestar routes the request: after the auth gate, the fast path reads the
+body (capped), lets the supervisor insert the real ``userpass`` and forward it over the pooled
+:class:`~kdf_remote.kdf.transport.KdfTransport`, and writes KDF's status and body back unchanged.
+Litestar's handler for the same route shares :class:`RpcForwarder`, so both behave the same.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from kdf_remote.daemon.errors import (
+    ApiError,
+    BadGatewayError,
+    ForbiddenError,
+    PayloadTooLargeError,
+    send_error,
+)
+from kdf_remote.daemon.principal import Principal, Role
+
+if TYPE_CHECKING:
+    from litestar.types import HTTPScope, Receive, Scope, Send
+
+    from kdf_remote.daemon.services import InstanceService
+    from kdf_remote.kdf.transport import RawResponse
+
+__all__ = [
+    "MAX_RPC_RESPONSE_BYTES",
+    "RPC_ROLE",
+    "RpcFastPath",
+    "RpcForwarder",
+    "read_body",
+    "rpc_instance",
+]
+
+RPC_ROLE: Final = Role.OPERATOR
+"""Least role that may proxy KDF calls (design.md)."""
+MAX_RPC_RESPONSE_BYTES: Final = 32 * 1024 * 1024
+"""Largest KDF answer passed back; a larger one is a 502 (protects the daemon and the caller)."""
+
+_PREFIX: Final = "/v1/instances/"
+_SUFFIX: Final = "/rpc"
+_JSON_HEADERS: Final = ((b"content-type", b"application/json"),)
+
+
+def rpc_instance(scope: HTTPScope) -> str | None:
+    """The instance name when ``scope`` is ``POST /v1/instances/{name}/rpc``, else None."""
+    path: str = scope["path"]
+    if scope["method"] != "POST" or not path.startswith(_PREFIX) or not path.endswith(_SUFFIX):
+        return None
+    name = path[len(_PREFIX) : -len(_SUFFIX)]
+    return name if name and "/" not in name else None
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing more than ``limit`` bytes.
+
+    Raises:
+        PayloadTooLargeError: declared or actual size above ``limit``.
+    """
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                declared = -1
+            if declared > limit:
+                raise PayloadTooLargeError(f"request body larger than {limit} bytes")
+            break
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            # The client went away mid-body: nothing to forward, nobody to answer.
+            raise ConnectionAbortedError("client disconnected")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body larger than {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class RpcForwarder:
+    """Checks and forwards one proxied call; shared by the fast path and Litestar's handler."""
+
+    def __init__(
+        self, service: InstanceService, *, max_response: int = MAX_RPC_RESPONSE_BYTES
+    ) -> None:
+        self.service = service
+        self.max_response = max_response
+
+    async def forward(self, name: str, body: bytes) -> RawResponse:
+        """KDF's answer to ``body`` (see :meth:`InstanceService.rpc`).
+
+        Unknown (404) and not-running (409) instances are refused by the supervisor's own
+        check, so the hot path reads the instance's state once.
+        """
+        answer = await self.service.rpc(name, body)
+        if len(answer.body) > self.max_response:
+            raise BadGatewayError(
+                f"KDF's answer is larger than {self.max_response} bytes",
+                code="kdf_answer_too_large",
+            )
+        return answer
+
+
+class RpcFastPath:
+    """Serves ``POST /v1/instances/{name}/rpc`` as a raw ASGI endpoint."""
+
+    def __init__(self, forwarder: RpcForwarder, *, max_body: int) -> None:
+        self.forwarder = forwarder
+        self.max_body = max_body
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, name: str, principal: Principal
+    ) -> None:
+        """Answer one proxied call; ``principal`` was resolved by the auth gate."""
+        try:
+            if not principal.role.allows(RPC_ROLE):
+                raise ForbiddenError(
+                    f"role {principal.role.label!r} may not do this; it needs {RPC_ROLE.label!r}",
+                    code="role_required",
+                )
+            body = await read_body(scope, receive, self.max_body)
+            answer = await self.forwarder.forward(name, body)
+        except ApiError as exc:
+            await send_error(send, exc)
+            return
+        except ConnectionAbortedError:
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": answer.status,
+                "headers": [*_JSON_HEADERS, (b"content-length", b"%d" % len(answer.body))],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer.body, "more_body": False})

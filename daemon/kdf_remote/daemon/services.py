@@ -1,0 +1,381 @@
+"""The REST layer's view of the supervisor: instance specs from settings, configs, errors.
+
+:class:`InstanceService` is the only daemon module that calls the supervisor. It turns settings
+into :class:`InstanceSpec`, a request body into the KDF startup config the daemon enforces
+(loopback RPC on the instance's port, a generated ``rpc_password`` when none is given), supervisor
+snapshots into wire types, and supervisor errors into the API's statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from kdf_remote.daemon.daemon_log import redactor
+from kdf_remote.daemon.errors import (
+    BadGatewayError,
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+)
+from kdf_remote.daemon.schemas import (
+    HealthSampleOut,
+    InstanceList,
+    InstanceStatusOut,
+    LogLineOut,
+    LogTail,
+    StateEventOut,
+    StoredConfigOut,
+)
+from kdf_remote.daemon.streams import SseEvent, merge
+from kdf_remote.kdf.config import SECRET_FIELDS, KdfStartupConfig, decode_startup_config
+from kdf_remote.kdf.errors import KdfConfigError, KdfProtocolError
+from kdf_remote.kdf.password import generate_rpc_password
+from kdf_remote.supervisor import errors as sup_errors
+from kdf_remote.supervisor.models import InstanceState, InstanceStatus, SupervisorEvent
+from kdf_remote.supervisor.restart_policy import RestartPolicy
+from kdf_remote.supervisor.spec import InstanceSpec, Timeouts
+
+if TYPE_CHECKING:
+    from kdf_remote.daemon.settings import Settings
+    from kdf_remote.kdf.transport import RawResponse
+    from kdf_remote.supervisor.supervisor import Supervisor
+
+__all__ = ["MAIN", "InstanceService", "main_spec"]
+
+
+MAIN = "main"
+"""The primary instance, described by the ``kdf:`` section."""
+LOOPBACK = "127.0.0.1"
+START_FAILURE_LOG_LINES = 3
+"""KDF log lines quoted when a start fails (KDF says why on its last lines)."""
+
+
+def main_spec(settings: Settings) -> InstanceSpec:
+    """The spec of ``main`` from the ``kdf:`` and ``daemon:`` sections."""
+    kdf = settings.kdf
+    return InstanceSpec(
+        name=MAIN,
+        binary_path=kdf.binary_path,
+        data_dir=kdf.data_dir,
+        run_dir=settings.daemon.state_dir / "instances" / MAIN,
+        rpc_port=kdf.rpc_port,
+        restart=RestartPolicy(
+            auto_restart=kdf.auto_restart, max_restart_attempts=kdf.max_restart_attempts
+        ),
+        timeouts=Timeouts(start_s=kdf.start_timeout, stop_rpc_s=kdf.stop_timeout),
+        log_max_bytes=kdf.log_max_size,
+        log_backups=kdf.log_backups,
+        health_interval_s=settings.daemon.health_check_interval,
+    )
+
+
+@contextlib.contextmanager
+def _api_errors(name: str) -> Iterator[None]:
+    """Turn supervisor errors into the API's statuses."""
+    try:
+        yield
+    except sup_errors.UnknownInstance:
+        raise NotFoundError(f"no instance named {name!r}") from None
+    except sup_errors.NotRunning as exc:
+        raise ConflictError(
+            f"instance {name!r} is not running: {exc}", code="not_running"
+        ) from None
+    except sup_errors.NoStoredConfig:
+        raise ConflictError(
+            f"instance {name!r} has no stored config: send a KDF startup config in the body",
+            code="no_stored_config",
+        ) from None
+    except sup_errors.InvalidState as exc:
+        raise ConflictError(str(exc), code="invalid_state") from None
+    except sup_errors.StartFailed as exc:
+        raise BadGatewayError(f"KDF did not start: {exc}", code="start_failed") from None
+    except sup_errors.KdfUnreachable as exc:
+        raise BadGatewayError(f"KDF did not answer: {exc}") from None
+    except sup_errors.SupervisorError as exc:
+        raise ConflictError(str(exc), code="unavailable") from None
+    except KdfConfigError as exc:
+        raise BadRequestError(f"invalid KDF startup config: {exc}", code="invalid_config") from None
+    except KdfProtocolError as exc:
+        raise BadRequestError(str(exc), code="invalid_rpc") from None
+
+
+@contextlib.asynccontextmanager
+async def _async_api_errors(name: str) -> AsyncIterator[None]:
+    """:func:`_api_errors` around an ``await``."""
+    with _api_errors(name):
+        yield
+
+
+def _status_out(status: InstanceStatus) -> InstanceStatusOut:
+    return msgspec.convert(status, InstanceStatusOut, from_attributes=True)
+
+
+def _event_out(event: SupervisorEvent) -> StateEventOut:
+    return msgspec.convert(event, StateEventOut, from_attributes=True)
+
+
+class InstanceService:
+    """Instances as the REST API sees them."""
+
+    def __init__(self, settings: Settings, supervisor_factory: Callable[[], Supervisor]) -> None:
+        self.settings = settings
+        self._factory = supervisor_factory
+        self._supervisor: Supervisor | None = None
+        self._specs = {MAIN: main_spec(settings)}
+
+    @property
+    def supervisor(self) -> Supervisor:
+        """The supervisor of the current server run (one per lifespan).
+
+        Raises:
+            ConflictError: the service is not open (the daemon is starting or stopping).
+        """
+        if self._supervisor is None:
+            raise ConflictError("the daemon is not serving instances now", code="unavailable")
+        return self._supervisor
+
+    # -- lifecycle of the service ---------------------------------------------------------
+
+    async def open(self) -> None:
+        """Register every configured instance; a KDF left running is re-adopted."""
+        supervisor = self._factory()
+        for spec in self._specs.values():
+            await supervisor.add(spec)
+        self._supervisor = supervisor
+
+    async def close(self, *, stop_instances: bool) -> None:
+        """Let go of the supervisor; KDF keeps running unless ``stop_instances``."""
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            await supervisor.close(stop_instances=stop_instances)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """Every registered instance, ``main`` first."""
+        return sorted(self.supervisor.names(), key=lambda n: (n != MAIN, n))
+
+    def status(self, name: str) -> InstanceStatusOut:
+        """Status of one instance."""
+        with _api_errors(name):
+            return _status_out(self.supervisor.status(name))
+
+    def statuses(self) -> InstanceList:
+        """Status of every instance."""
+        out = []
+        for name in self.names():
+            with contextlib.suppress(sup_errors.UnknownInstance):
+                out.append(_status_out(self.supervisor.status(name)))
+        return InstanceList(instances=out)
+
+    def is_running(self, name: str) -> bool:
+        """True when ``name`` exists and is ``running`` (raises 404 for an unknown name)."""
+        with _api_errors(name):
+            return self.supervisor.status(name).state is InstanceState.RUNNING
+
+    # -- configs --------------------------------------------------------------------------
+
+    def _spec(self, name: str) -> InstanceSpec:
+        spec = self._specs.get(name)
+        if spec is None:
+            raise NotFoundError(f"no instance named {name!r}")
+        return spec
+
+    def prepare_config(self, name: str, body: bytes) -> KdfStartupConfig:
+        """Validate a startup config from a request body and apply what the daemon enforces.
+
+        KDF's RPC stays on loopback (``rpcip`` 127.0.0.1, ``rpc_local_only``) on the instance's
+        port: only the daemon talks to it. A missing ``rpc_password`` keeps the stored one, or
+        gets a generated one that passes KDF's policy.
+
+        Raises:
+            BadRequestError: the config is invalid (the message names the field).
+        """
+        spec = self._spec(name)
+        try:
+            config = decode_startup_config(body)
+        except KdfConfigError as exc:
+            raise BadRequestError(
+                f"invalid KDF startup config: {exc}", code="invalid_config"
+            ) from None
+        if config.https:
+            raise BadRequestError(
+                "invalid KDF startup config: https: got true, expected false or absent "
+                "(the daemon serves TLS; KDF's RPC stays plain HTTP on loopback)",
+                code="invalid_config",
+            )
+        password = config.rpc_password or self._stored_rpc_password(name) or generate_rpc_password()
+        config = msgspec.structs.replace(
+            config,
+            rpcip=LOOPBACK,
+            rpc_local_only=True,
+            rpcport=spec.rpc_port,
+            rpc_password=password,
+        )
+        passphrase = config.passphrase if isinstance(config.passphrase, str) else None
+        redactor.register(password, passphrase, config.wallet_password)
+        return config
+
+    def _stored_rpc_password(self, name: str) -> str | None:
+        if self._supervisor is None:
+            return None
+        with contextlib.suppress(sup_errors.SupervisorError):
+            return self._supervisor.stored_config(name).rpc_password
+        return None
+
+    async def put_config(self, name: str, body: bytes) -> StoredConfigOut:
+        """Replace the stored startup config of ``name``; it applies on the next (re)start."""
+        config = self.prepare_config(name, body)
+        with _api_errors(name):
+            await self.supervisor.set_config(name, config)
+            running = self.supervisor.status(name).state is not InstanceState.STOPPED
+        public = msgspec.structs.replace(config, **dict.fromkeys(SECRET_FIELDS))
+        return StoredConfigOut(
+            name=name,
+            config=public,
+            secrets_set=[f for f in SECRET_FIELDS if getattr(config, f) is not None],
+            applies="next_start" if running else "now",
+        )
+
+    # -- lifecycle of instances -----------------------------------------------------------
+
+    def _config_from(self, name: str, body: bytes) -> KdfStartupConfig | None:
+        return self.prepare_config(name, body) if body.strip() else None
+
+    async def start(self, name: str, body: bytes) -> InstanceStatusOut:
+        """Start ``name`` with the config in ``body``, or the stored one when it is empty."""
+        config = self._config_from(name, body)
+        async with self._start_failures(name), _async_api_errors(name):
+            return _status_out(await self.supervisor.start(name, config))
+
+    async def stop(self, name: str) -> InstanceStatusOut:
+        """Stop ``name`` gracefully (``stop`` RPC, then SIGINT, then SIGKILL)."""
+        with _api_errors(name):
+            return _status_out(await self.supervisor.stop(name))
+
+    async def restart(self, name: str, body: bytes) -> InstanceStatusOut:
+        """Stop then start ``name``, with a new config when ``body`` holds one."""
+        config = self._config_from(name, body)
+        async with self._start_failures(name), _async_api_errors(name):
+            return _status_out(await self.supervisor.restart(name, config))
+
+    @contextlib.asynccontextmanager
+    async def _start_failures(self, name: str) -> AsyncIterator[None]:
+        """Add the last KDF log lines to a failed start: they usually say why."""
+        try:
+            yield
+        except BadGatewayError as exc:
+            if exc.code != "start_failed":
+                raise
+            with contextlib.suppress(sup_errors.SupervisorError, OSError):
+                lines = await self.supervisor.read_log_tail(name, START_FAILURE_LOG_LINES)
+                if lines:
+                    exc.detail = f"{exc.detail}; last KDF log lines: " + " | ".join(lines)
+            raise
+
+    # -- RPC ------------------------------------------------------------------------------
+
+    async def rpc(self, name: str, body: bytes) -> RawResponse:
+        """Forward one KDF call with the real ``userpass``; KDF's answer is returned as is.
+
+        Every method goes through, ``stop`` included: the supervisor records a KDF that exits 0
+        after its ``stop`` call as stopped, not crashed.
+        """
+        with _api_errors(name):
+            return await self.supervisor.rpc(name, body)
+
+    # -- logs and health ------------------------------------------------------------------
+
+    async def log_tail(self, name: str, lines: int) -> LogTail:
+        """The last ``lines`` redacted log lines of ``name``."""
+        with _api_errors(name):
+            tail = await self.supervisor.read_log_tail(name, lines) if lines else []
+        return LogTail(name=name, lines=[LogLineOut(line=line) for line in tail])
+
+    def follow_logs(self, name: str, tail: int) -> AsyncIterator[SseEvent]:
+        """Log lines of ``name`` as they are written, with the supervisor's events in between."""
+        with _api_errors(name):
+            self.supervisor.status(name)
+        return merge(self._log_lines(name, tail), self._state_events(name))
+
+    async def _log_lines(self, name: str, tail: int) -> AsyncIterator[SseEvent]:
+        for old in (await self.log_tail(name, tail)).lines:
+            yield SseEvent("log", old)
+        async for new in self.supervisor.follow_log(name):
+            yield SseEvent("log", LogLineOut(line=new))
+
+    async def _state_events(self, name: str) -> AsyncIterator[SseEvent]:
+        async for event in self.supervisor.subscribe(name):
+            yield SseEvent("state", _event_out(event))
+
+    async def health(self, name: str) -> HealthSampleOut:
+        """One health sample of ``name`` (a not-running instance is reported unhealthy)."""
+        with _api_errors(name):
+            status = self.supervisor.status(name)
+            if status.pid is None or status.state in (InstanceState.STOPPED, InstanceState.FAILED):
+                return self._unhealthy(status)
+            try:
+                sample = await self.supervisor.sample_health(name)
+            except sup_errors.NotRunning:
+                return self._unhealthy(self.supervisor.status(name))
+        rtt = sample.rpc_rtt_ms
+        return HealthSampleOut(
+            name=name,
+            state=sample.state.value,
+            healthy=sample.state is InstanceState.RUNNING and rtt is not None,
+            rpc_ok=rtt is not None,
+            rpc_latency_ms=rtt,
+            kdf_version=status.kdf_version,
+            pid=sample.pid,
+            uptime_s=status.uptime_s,
+            restarts=status.restarts,
+            cpu_percent=sample.cpu_percent,
+            rss_bytes=sample.rss_bytes,
+            open_fds=sample.open_fds,
+            threads=sample.threads,
+            at=sample.at,
+        )
+
+    @staticmethod
+    def _unhealthy(status: InstanceStatus) -> HealthSampleOut:
+        return HealthSampleOut(
+            name=status.name,
+            state=status.state.value,
+            healthy=False,
+            rpc_ok=False,
+            kdf_version=status.kdf_version,
+            pid=status.pid,
+            uptime_s=status.uptime_s,
+            restarts=status.restarts,
+            at=datetime.now(UTC),
+        )
+
+    async def watch_health(self, name: str) -> AsyncIterator[SseEvent]:
+        """Health samples of ``name``: one now, one on every state change, one per interval."""
+        interval = self.settings.daemon.health_check_interval
+        changed = asyncio.Event()
+
+        async def watch_events() -> None:
+            async for _ in self.supervisor.subscribe(name):
+                changed.set()
+
+        watcher = asyncio.create_task(watch_events())
+        sequence = 0
+        try:
+            while True:
+                sequence += 1
+                yield SseEvent("health", await self.health(name), id=str(sequence))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await changed.wait()
+                changed.clear()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher

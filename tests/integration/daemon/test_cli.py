@@ -1,0 +1,66 @@
+"""`kdf-remote-daemon check-config` and start-up with bad files: the exact messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+DAEMON = str(Path(sys.executable).parent / "kdf-remote-daemon")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DAEMON, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
+    """A valid file is OK (exit 0); a missing KDF binary is a warning, not an error."""
+    path = tmp_path / "daemon.yaml"
+    path.write_text(f"daemon: {{state_dir: {tmp_path}}}\nkdf: {{binary_path: {tmp_path}/kdf}}\n")
+    result = _run("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{path}: OK"
+    assert f"warning: kdf.binary_path: {tmp_path}/kdf is not a file" in result.stderr
+
+
+def test_bad_files_fail_with_every_problem(tmp_path: Path) -> None:
+    """check-config and the server both exit 1 listing key, value, expectation and line."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "daemon:\n"
+        "  port: 99999\n"
+        "  log_level: loud\n"
+        "kdf:\n"
+        "  stop_timeout: soon\n"
+        "security:\n"
+        "  api_keys: [k]\n"
+        "  rate_limit: {requests_per_minute: 0}\n"
+        "surprise: true\n"
+    )
+    expected = [
+        "invalid configuration:",
+        f"{path}:2: daemon.port: got '99999', expected a TCP port (1-65535)",
+        f"{path}:3: daemon.log_level: got 'loud', expected one of debug, info, warning, error, "
+        "critical",
+        f"{path}:5: kdf.stop_timeout: got 'soon', expected a duration such as 500ms, 30s, 10m "
+        "or 1h",
+        f"{path}:8: security.rate_limit.requests_per_minute: got '0', expected a positive integer",
+        f"{path}:9: surprise: unknown key, expected one of: daemon, kdf, kdf_compat, security, "
+        "worker_support",
+    ]
+    for args in (("check-config", str(path)), ("--config", str(path))):
+        result = _run(*args)
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == expected
+        assert result.stdout == ""
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    """A file that does not exist is named in the message."""
+    result = _run("check-config", str(tmp_path / "absent.yaml"))
+    assert result.returncode == 1
+    assert f"{tmp_path / 'absent.yaml'}: <file>: cannot read" in result.stderr
