@@ -30,6 +30,7 @@ from kdf_remote.client.errors import ConfigError
 __all__ = [
     "LocalSettings",
     "Profile",
+    "SdkRemoteConfig",
     "StackOutputs",
     "WorkerEndpoint",
     "config_dir",
@@ -42,8 +43,10 @@ __all__ = [
     "profile_from_outputs",
     "profiles_dir",
     "read_profile_file",
+    "remote_config_from_url",
     "resolve_profile",
     "save_profile",
+    "sdk_remote_config",
     "set_current_profile",
 ]
 
@@ -89,6 +92,7 @@ class Profile(msgspec.Struct, kw_only=True, omit_defaults=True):
     instance_id: str | None = None
     stack: str | None = None
     kdf_rpc_url: str | None = None
+    """The daemon's KDF-compatible listener (``kdf_compat``), for apps on the Komodo DeFi SDK."""
     workers: list[WorkerEndpoint] = msgspec.field(default_factory=list)
     local: LocalSettings | None = None
 
@@ -106,6 +110,26 @@ class Profile(msgspec.Struct, kw_only=True, omit_defaults=True):
                 f"profile {self.name!r}: ca_cert {str(path)!r} cannot be read: {exc.strerror}",
                 field="ca_cert",
             ) from exc
+
+
+class SdkRemoteConfig(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The Komodo DeFi SDK's ``RemoteConfig`` values that reach the ``kdf_compat`` listener.
+
+    Field names are the SDK's JSON names (``RemoteConfig.toJson``). ``rpc_password`` is only
+    filled in when asked for (``kdf-remote profile show --show-secret``).
+    """
+
+    ip_address: str
+    port: int
+    https: bool
+    rpc_password: str | None = None
+
+    def __repr__(self) -> str:
+        shown = "***" if self.rpc_password else None
+        return (
+            f"SdkRemoteConfig(ip_address={self.ip_address!r}, port={self.port}, "
+            f"https={self.https}, rpc_password={shown})"
+        )
 
 
 class StackOutputs(msgspec.Struct, kw_only=True):
@@ -260,7 +284,33 @@ def validate_profile(profile: Profile, *, source: str) -> Profile:
         check_url(profile.url)
     elif profile.local is None:
         raise ConfigError(f"{source}: local: required for a local profile", field="local")
+    if profile.kdf_rpc_url is not None:
+        remote_config_from_url(profile.kdf_rpc_url)
     return profile
+
+
+def remote_config_from_url(url: str, *, field: str = "kdf_rpc_url") -> SdkRemoteConfig:
+    """The SDK's ``RemoteConfig`` address, port and TLS flag of a listener URL.
+
+    Same rule as the daemon URL: https anywhere, plain http only to a loopback host (an SDK
+    app sends the rpc_password in every request).
+    """
+    parts = urlsplit(check_url(url, field=field))
+    host = parts.hostname
+    assert host is not None  # check_url refused a URL without one
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{field}: bad port in {url!r}", field=field) from None
+    https = parts.scheme == "https"
+    return SdkRemoteConfig(ip_address=host, port=port or (443 if https else 80), https=https)
+
+
+def sdk_remote_config(profile: Profile) -> SdkRemoteConfig | None:
+    """The profile's ``RemoteConfig`` values (without the password), when it has a listener."""
+    if profile.kdf_rpc_url is None:
+        return None
+    return remote_config_from_url(profile.kdf_rpc_url)
 
 
 def read_profile_file(path: Path, *, name: str | None = None) -> Profile:

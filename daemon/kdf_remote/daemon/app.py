@@ -1,7 +1,9 @@
 """``create_app(settings)``: the daemon's application factory. Nothing is wired at import time.
 
-The factory builds the Litestar app (controllers by area, the one error shape, OpenAPI), the
-instance service over the supervisor, the stream limiter, and the ASGI gate in front of it all
+The factory builds the security layer from ``security:`` (refusing weak key material), the
+Litestar app (controllers by area, the security plugin's controllers and deny-by-default guard,
+the one error shape, OpenAPI), the instance service over the supervisor, the stream limiter, and
+the ASGI entry point with the security gate in front of it all
 (:class:`~kdf_remote.daemon.asgi.DaemonApp`). The supervisor's instances are registered (and a
 KDF left running is re-adopted) when the server starts; on shutdown KDF keeps running unless
 ``daemon.stop_instances_on_exit`` (or the ``--stop-instances-on-exit`` flag) asks otherwise.
@@ -9,7 +11,6 @@ KDF left running is re-adopted) when the server starts; on shutdown KDF keeps ru
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -18,7 +19,7 @@ from litestar import Litestar
 from litestar.di import Provide
 
 from kdf_remote.daemon.asgi import DaemonApp
-from kdf_remote.daemon.auth import ApiKeyAuthenticator, Authenticator
+from kdf_remote.daemon.compat.controller import KdfCompatController
 from kdf_remote.daemon.controllers import (
     HealthController,
     InstancesController,
@@ -29,6 +30,8 @@ from kdf_remote.daemon.controllers import (
 from kdf_remote.daemon.errors import exception_handlers
 from kdf_remote.daemon.openapi import openapi_config
 from kdf_remote.daemon.proxy import RpcFastPath, RpcForwarder
+from kdf_remote.daemon.security.plugin import SecurityPlugin
+from kdf_remote.daemon.security.runtime import SecurityRuntime
 from kdf_remote.daemon.services import InstanceService
 from kdf_remote.daemon.streams import StreamLimiter
 from kdf_remote.daemon.version import daemon_version
@@ -39,8 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app"]
 
-log = logging.getLogger("kdf_remote.daemon")
-
 
 def _provide(value: object) -> Provide:
     return Provide(lambda: value, use_cache=True, sync_to_thread=False)
@@ -50,7 +51,7 @@ def create_app(
     settings: Settings,
     *,
     supervisor_factory: Callable[[], Supervisor] | None = None,
-    authenticator: Authenticator | None = None,
+    security: SecurityRuntime | None = None,
     fast_rpc: bool = True,
     stop_instances_on_exit: bool | None = None,
 ) -> DaemonApp:
@@ -60,11 +61,16 @@ def create_app(
         settings: the validated configuration.
         supervisor_factory: makes the supervisor of each server run (``Supervisor()`` by
             default); it is created when the server starts and closed when it stops.
-        authenticator: resolves requests to principals (API keys of ``settings`` by default;
-            the security package passes its own).
+        security: the security layer (built from ``settings.security`` by default; tests pass
+            one with a fake clock).
         fast_rpc: serve the RPC proxy on the raw ASGI fast path (False: through Litestar).
         stop_instances_on_exit: overrides ``daemon.stop_instances_on_exit``.
+
+    Raises:
+        SecurityConfigError: missing or weak JWT key, unsafe keys file or audit log, bad limits.
     """
+    if security is None:
+        security = SecurityRuntime.from_settings(settings.security)
     if supervisor_factory is None:
         from kdf_remote.supervisor.supervisor import Supervisor
 
@@ -77,8 +83,6 @@ def create_app(
         if stop_instances_on_exit is None
         else stop_instances_on_exit
     )
-    if not settings.security.api_keys and authenticator is None:
-        log.warning("security.api_keys is empty: every request but GET /v1/health is refused")
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -96,6 +100,7 @@ def create_app(
             logs_controller(settings.security.max_log_tail),
             HealthController,
             RpcController,
+            KdfCompatController,
         ],
         dependencies={
             "service": _provide(service),
@@ -105,16 +110,18 @@ def create_app(
         exception_handlers=exception_handlers(),
         openapi_config=openapi_config(daemon_version()),
         request_max_body_size=settings.security.max_body_size,
+        plugins=[SecurityPlugin(security)],
         lifespan=[lifespan],
         logging_config=None,
         debug=False,
     )
     return DaemonApp(
         litestar=litestar,
-        authenticator=authenticator or ApiKeyAuthenticator.from_settings(settings.security),
+        security=security,
         service=service,
         limiter=limiter,
         fast_path=(
             RpcFastPath(forwarder, max_body=settings.security.max_body_size) if fast_rpc else None
         ),
+        max_body=settings.security.max_body_size,
     )

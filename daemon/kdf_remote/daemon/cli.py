@@ -1,9 +1,12 @@
-"""``kdf-remote-daemon``: serve the REST API, or validate a configuration file.
+"""``kdf-remote-daemon``: serve the REST API, validate a configuration, manage keys and TLS.
 
     kdf-remote-daemon --config /etc/kdf-remote/daemon.yaml [--stop-instances-on-exit]
     kdf-remote-daemon check-config /etc/kdf-remote/daemon.yaml
+    kdf-remote-daemon init --state-dir DIR --kdf-binary PATH [--host H] [--port P] [--san N]...
+    kdf-remote-daemon keys add|list|revoke|init ...  /  tls init ...  /  audit verify ...
 
-Exit codes: 0 ok, 1 invalid configuration or failed start, 2 usage error.
+The security commands live in :mod:`kdf_remote.daemon.security.cli` and are imported only when
+one of them runs. Exit codes: 0 ok, 1 invalid configuration or failed start, 2 usage error.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Annotated
 
 from cyclopts import App, Parameter
 
+from kdf_remote.daemon.security.commands import register
 from kdf_remote.daemon.version import daemon_version
 
 __all__ = ["app", "check_config", "main", "run"]
@@ -25,6 +29,7 @@ app = App(
     help="The kdf-remote daemon: supervises KDF on this server and serves its REST API.",
     version=daemon_version,
 )
+register(app)
 
 
 def _load(path: Path) -> object:
@@ -55,17 +60,28 @@ def _environment_problems(settings: object) -> list[str]:
 
 @app.command(name="check-config")
 def check_config(file: Path, /) -> int:
-    """Validate a configuration file without starting anything.
+    """Validate a configuration file, and the key and TLS files it names, without starting.
+
+    Exit 1 when the daemon would refuse to start (bad values, missing or weak JWT key, unsafe
+    key files, plain HTTP off loopback); files it only uses later are warnings.
 
     Parameters
     ----------
     file
         The daemon configuration (YAML).
     """
+    from kdf_remote.daemon.security.preflight import check_security
+    from kdf_remote.daemon.settings import Settings
+
     settings = _load(file)
-    problems = _environment_problems(settings)
-    for problem in problems:
-        print(f"{file}: warning: {problem}", file=sys.stderr)
+    assert isinstance(settings, Settings)
+    report = check_security(settings)
+    for warning in [*_environment_problems(settings), *report.warnings]:
+        print(f"{file}: warning: {warning}", file=sys.stderr)
+    for error in report.errors:
+        print(f"{file}: error: {error}", file=sys.stderr)
+    if report.errors:
+        return 1
     print(f"{file}: OK")
     return 0
 
@@ -88,6 +104,7 @@ def run(
     """
     from kdf_remote.daemon.app import create_app
     from kdf_remote.daemon.daemon_log import configure_logging
+    from kdf_remote.daemon.security.errors import SecurityConfigError
     from kdf_remote.daemon.server import serve
     from kdf_remote.daemon.settings import Settings
 
@@ -96,8 +113,12 @@ def run(
     configure_logging(settings.daemon.log_level, json_logs=settings.daemon.json_logs)
     for problem in _environment_problems(settings):
         print(f"{config}: warning: {problem}", file=sys.stderr)
-    daemon = create_app(settings, stop_instances_on_exit=stop_instances_on_exit or None)
-    serve(settings, daemon)
+    try:
+        daemon = create_app(settings, stop_instances_on_exit=stop_instances_on_exit or None)
+        serve(settings, daemon)
+    except SecurityConfigError as exc:
+        print(f"{config}: refusing to start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,7 +1,8 @@
 """Serving the daemon: uvicorn (uvloop + httptools) configured from the settings.
 
-:func:`build_server_config` is the one place server options are decided; the security package
-extends it (hardened TLS context, trusted proxies) rather than configuring uvicorn elsewhere.
+:func:`build_server_config` is the one place server options are decided: plain HTTP only on
+loopback, and over TLS the security package's Mozilla-intermediate context (uvicorn's own would
+admit CBC suites).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 import uvicorn
+
+from kdf_remote.daemon.security.tls import check_listen_address, ssl_context_factory
 
 if TYPE_CHECKING:
     from kdf_remote.daemon.asgi import DaemonApp
@@ -23,9 +26,15 @@ GRACEFUL_SHUTDOWN_SECONDS: Final = 5.0
 def build_server_config(settings: Settings, app: DaemonApp) -> uvicorn.Config:
     """The uvicorn configuration for ``app`` under ``settings``.
 
-    Forwarded headers are ignored (``proxy_headers=False``): the client address the auth gate
-    sees is the TCP peer, and only the security package may trust a proxy's headers.
+    Forwarded headers are ignored (``proxy_headers=False``): the client address the security
+    gate sees is the TCP peer, and only the gate may trust a proxy's headers
+    (``security.trusted_proxies``).
+
+    Raises:
+        SecurityConfigError: plain HTTP (no ``security.ssl``) on a host other than loopback.
     """
+    ssl = settings.security.ssl
+    check_listen_address(settings.daemon.host, tls=ssl is not None)
     options: dict[str, Any] = {
         "host": settings.daemon.host,
         "port": settings.daemon.port,
@@ -39,9 +48,9 @@ def build_server_config(settings: Settings, app: DaemonApp) -> uvicorn.Config:
         "server_header": False,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
     }
-    if settings.security.ssl is not None:
-        options["ssl_certfile"] = str(settings.security.ssl.cert_path)
-        options["ssl_keyfile"] = str(settings.security.ssl.key_path)
+    if ssl is not None:
+        # Built when the server starts: a bad or world-readable key stops it there.
+        options["ssl_context_factory"] = ssl_context_factory(ssl.cert_path, ssl.key_path)
     return uvicorn.Config(app, **options)
 
 
@@ -59,6 +68,12 @@ class DaemonServer(uvicorn.Server):
 
 
 def serve(settings: Settings, app: DaemonApp) -> None:
-    """Run ``app`` until SIGTERM or SIGINT."""
+    """Run ``app`` until SIGTERM or SIGINT, with the ``kdf_compat`` listener when enabled."""
+    from kdf_remote.daemon.compat.server import build_compat_server, run_with_compat
+
     server = DaemonServer(build_server_config(settings, app), app)
-    server.run()
+    compat = build_compat_server(settings, app, leader=server)
+    if compat is None:
+        server.run()
+    else:
+        run_with_compat(server, compat)

@@ -166,10 +166,8 @@ class ApiKeyEntry(msgspec.Struct, frozen=True, kw_only=True):
     digest: bytes
     expires: datetime | None = None
     line: int | None = None
-
-    def expired(self, now: datetime) -> bool:
-        """True once ``now`` is at or past the expiry."""
-        return self.expires is not None and now >= self.expires
+    plain: bool = False
+    """The YAML held the key itself (hashed on load); the security layer warns about it."""
 
 
 class SslSection(msgspec.Struct, frozen=True, kw_only=True):
@@ -639,6 +637,7 @@ def _read_api_key(ctx: _Context, item: Node, index: int) -> ApiKeyEntry | None:
             role=Role.ADMIN,
             digest=hashlib.sha256(plain.encode()).digest(),
             line=line,
+            plain=True,
         )
     if not isinstance(item, MappingNode):
         ctx.report(key, f"got {_shown(item)}, expected a key string or a mapping", item)
@@ -664,7 +663,12 @@ def _read_api_key(ctx: _Context, item: Node, index: int) -> ApiKeyEntry | None:
         assert plain_key is not None
         digest = hashlib.sha256(plain_key.encode()).digest()
     return ApiKeyEntry(
-        name=name, role=Role.parse(role_text), digest=digest, expires=expires, line=line
+        name=name,
+        role=Role.parse(role_text),
+        digest=digest,
+        expires=expires,
+        line=line,
+        plain=plain_key is not None,
     )
 
 

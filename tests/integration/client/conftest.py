@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from kdf_remote.daemon.security.tokens import create_jwt_key_file
+
 API_KEY = "kdfr_" + "i" * 43
 
 
@@ -187,6 +189,8 @@ def write_daemon(root: Path) -> RealDaemon:
     path = root / "daemon.yaml"
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
+    # The daemon refuses to start without its token-signing key (made at install time).
+    create_jwt_key_file(root / "state" / "jwt.key")
     return RealDaemon(root=root, config=path, port=port, ca_pem=ca_pem, api_key=API_KEY)
 
 

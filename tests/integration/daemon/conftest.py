@@ -28,6 +28,8 @@ import httpx
 import psutil
 import pytest
 
+from kdf_remote.daemon.security.tokens import create_jwt_key_file
+
 ADMIN_KEY = "it-admin-key-0123456789"
 VIEWER_KEY = "it-viewer-key-0123456789"
 DEADLINE_S = 30.0
@@ -139,6 +141,8 @@ class DaemonFactory:
         )
         path = self.root / name
         path.write_text(text)
+        # The daemon refuses to start without its token-signing key (made at install time).
+        create_jwt_key_file(self.state_dir / "jwt.key")
         return path
 
     def wrapper(self, env: dict[str, str]) -> Path:

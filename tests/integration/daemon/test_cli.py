@@ -20,7 +20,11 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     """A valid file is OK (exit 0); a missing KDF binary is a warning, not an error."""
     path = tmp_path / "daemon.yaml"
-    path.write_text(f"daemon: {{state_dir: {tmp_path}}}\nkdf: {{binary_path: {tmp_path}/kdf}}\n")
+    path.write_text(
+        f"daemon: {{host: 127.0.0.1, state_dir: {tmp_path}}}\n"
+        f"kdf: {{binary_path: {tmp_path}/kdf}}\n"
+    )
+    assert _run("keys", "init", "--config", str(path)).returncode == 0  # the JWT key
     result = _run("check-config", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"{path}: OK"

@@ -1,4 +1,4 @@
-"""Fixtures for the security integration tests: ``tls init`` certificates, loopback TLS servers."""
+"""Fixtures for the security integration tests: certificates, TLS servers, real daemons."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 import ssl
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -19,7 +19,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kdf_remote.daemon.security.certs import TlsFiles, init_tls
 from kdf_remote.daemon.security.files import write_private_file
 
+from .harness import GENEROUS_LIMITS, SecureDaemon, make_daemon
+
 HANDSHAKE_TIMEOUT = 20.0
+EXPIRED_KEY = "expired-yaml-key-0123456789"
 
 
 @pytest.fixture
@@ -125,3 +128,38 @@ async def handshake(
         return version, cipher[0]
     finally:
         writer.close()
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureDaemon]:
+    """One daemon over TLS for a whole test module (no throttling; tests must not interfere).
+
+    Besides init's admin key it has a viewer and an operator key in the keys file, and a YAML
+    key that expired in 2020. Limits on bodies, log tails and streams are small enough to test.
+    """
+    daemon = make_daemon(
+        tmp_path_factory.mktemp("shared-daemon") / "daemon",
+        {
+            "security": {
+                "rate_limit": GENEROUS_LIMITS,
+                "api_keys": [
+                    {
+                        "name": "old",
+                        "role": "admin",
+                        "key": EXPIRED_KEY,
+                        "expires": "2020-01-01T00:00:00Z",
+                    }
+                ],
+                "max_body_size": "16K",
+                "max_log_tail": 500,
+                "max_streams": 2,
+            }
+        },
+    )
+    daemon.viewer_key = daemon.add_key("watcher", "viewer")
+    daemon.operator_key = daemon.add_key("ops", "operator")
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()

@@ -17,6 +17,7 @@ import pytest
 
 from kdf_remote.daemon.app import create_app
 from kdf_remote.daemon.asgi import DaemonApp
+from kdf_remote.daemon.security.tokens import create_jwt_key_file
 from kdf_remote.daemon.settings import Settings, parse_settings
 
 ADMIN_KEY = "admin-key-0123456789"
@@ -43,10 +44,17 @@ def settings_text(tmp_path: Path, extra: str = "") -> str:
     )
 
 
+def make_settings(tmp_path: Path, extra: str = "") -> Settings:
+    """Parsed :func:`settings_text`, with the JWT key file the daemon needs to start."""
+    settings = parse_settings(settings_text(tmp_path, extra))
+    create_jwt_key_file(settings.security.jwt.key_file)
+    return settings
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings rooted in the test's temporary directory."""
-    return parse_settings(settings_text(tmp_path))
+    return make_settings(tmp_path)
 
 
 AppFactory = Callable[..., DaemonApp]

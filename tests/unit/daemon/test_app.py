@@ -82,18 +82,25 @@ async def test_unregistered_routes_and_methods_also_deny(
 
 
 def test_every_handler_declares_the_role_of_design_md(app: DaemonApp) -> None:
-    """Each /v1/instances handler has a guard for viewer (GET) or operator (POST, PUT)."""
+    """Each /v1/instances handler has a guard for viewer (GET) or operator (POST, PUT).
+
+    The one exception is the kdf_compat connection details: they carry the instance's
+    rpc_password, so they are admin-only.
+    """
     seen = 0
     for route in app.litestar.routes:
         for handler in getattr(route, "route_handlers", ()):
             methods = set(handler.http_methods) - {"OPTIONS"}
             if not methods or not route.path.startswith("/v1/instances"):
                 continue
-            expected = Role.VIEWER if methods == {"GET"} else Role.OPERATOR
+            if route.path.endswith("/kdf-compat"):
+                expected = Role.ADMIN
+            else:
+                expected = Role.VIEWER if methods == {"GET"} else Role.OPERATOR
             assert handler.opt.get(ROLE_OPT) is expected, (route.path, methods)
             assert handler.guards, route.path
             seen += 1
-    assert seen == 9
+    assert seen == 10
 
 
 async def test_error_shape_for_unknown_instances(http: httpx.AsyncClient) -> None:

@@ -22,7 +22,12 @@ from kdf_remote.daemon.security.keystore import (
     key_digest,
     key_id_for,
 )
-from kdf_remote.daemon.security.runtime import RateLimits, SecurityPolicy, SecurityRuntime
+from kdf_remote.daemon.security.runtime import (
+    DEFAULT_PUBLIC_ROUTES,
+    RateLimits,
+    SecurityPolicy,
+    SecurityRuntime,
+)
 from kdf_remote.daemon.security.tokens import (
     RevokedTokens,
     TokenPolicy,
@@ -107,6 +112,7 @@ class RuntimeFactory:
         signing_required_for_admin: bool = False,
         ttl: float = 600.0,
         config_keys: Iterable[KeyRecord] | None = None,
+        public_routes: frozenset[tuple[str, str]] = DEFAULT_PUBLIC_ROUTES,
     ) -> SecurityRuntime:
         clock = self.clock
         if config_keys is None:
@@ -134,6 +140,7 @@ class RuntimeFactory:
             tokens=tokens,
             audit=AuditLog(self.audit_path, wall_clock=clock.wall),
             policy=SecurityPolicy(
+                public_routes=public_routes,
                 max_body_size=max_body_size,
                 signing_required_for_admin=signing_required_for_admin,
             ),

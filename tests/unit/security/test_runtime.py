@@ -11,7 +11,7 @@ from kdf_remote.daemon.security.errors import SecurityConfigError
 from kdf_remote.daemon.security.process import resolve_run_as
 from kdf_remote.daemon.security.runtime import SecurityRuntime
 from kdf_remote.daemon.security.systemd import DaemonUnit, render_daemon_unit
-from kdf_remote.daemon.security.tls import check_listen_address, uvicorn_config
+from kdf_remote.daemon.security.tls import check_listen_address
 from kdf_remote.daemon.security.tokens import create_jwt_key_file
 from kdf_remote.daemon.settings import Settings, parse_settings
 
@@ -61,18 +61,13 @@ def test_world_readable_jwt_key_refuses_start(tmp_path: Path) -> None:
 
 
 def test_plain_http_only_on_loopback(tmp_path: Path) -> None:
-    """Without TLS the daemon may listen on loopback only; uvicorn never trusts proxy headers."""
+    """Without TLS the daemon may listen on loopback only."""
     check_listen_address("127.0.0.1", tls=False)
     check_listen_address("::1", tls=False)
     check_listen_address("0.0.0.0", tls=True)
     for host in ("0.0.0.0", "::", "203.0.113.7", "kdf.example.com"):
         with pytest.raises(SecurityConfigError, match=r"daemon\.host"):
             check_listen_address(host, tls=False)
-    with pytest.raises(SecurityConfigError):
-        uvicorn_config(object(), host="0.0.0.0", port=8000)
-    config = uvicorn_config(object(), host="127.0.0.1", port=8000)
-    assert config.proxy_headers is False and config.server_header is False
-    assert not config.is_ssl
 
 
 def test_kdf_never_runs_as_root() -> None:

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from kdf_remote.daemon.principal import Role
 from kdf_remote.daemon.security.errors import CredentialError, SecurityConfigError
+from kdf_remote.daemon.security.files import write_private_file
 from kdf_remote.daemon.security.keystore import KeyRecord, key_digest, key_id_for
 from kdf_remote.daemon.security.tokens import (
     RevokedTokens,
@@ -265,7 +266,21 @@ def test_key_file_must_exist_be_private_and_hold_generated_text(tmp_path: Path) 
     path.write_text("correct horse battery staple, surely long enough!\n")
     with pytest.raises(SecurityConfigError, match="base64url"):
         load_jwt_key(path)
+    path.write_text("Grüße aus Köln, ein Passwort ist kein Schlüssel: nein!\n")
+    with pytest.raises(SecurityConfigError, match="raw random bytes"):
+        load_jwt_key(path)
     path.write_text(_b64(b"\x01\x02" * 8) + "\n")
+    with pytest.raises(SecurityConfigError, match="at least 32"):
+        load_jwt_key(path)
+
+
+def test_key_file_of_raw_random_bytes_is_accepted(tmp_path: Path) -> None:
+    """The bootstrap delivers 64 raw random bytes: used as they are; 16 raw bytes are too few."""
+    path = tmp_path / "jwt.key"
+    raw = bytes(range(256))[::4] + b"\x00\xff" + bytes(range(1, 31))
+    write_private_file(path, raw)
+    assert load_jwt_key(path) == raw
+    write_private_file(path, b"\x00\x81" + bytes(range(200, 214)))
     with pytest.raises(SecurityConfigError, match="at least 32"):
         load_jwt_key(path)
 

@@ -26,6 +26,7 @@ from kdf_remote.client.errors import ConfigError, KdfRemoteError
 from kdf_remote.client.profiles import (
     ENV_PROFILE,
     Profile,
+    SdkRemoteConfig,
     StackOutputs,
     check_name,
     current_profile_name,
@@ -35,12 +36,14 @@ from kdf_remote.client.profiles import (
     load_profile,
     profile_from_outputs,
     profiles_dir,
+    remote_config_from_url,
     resolve_profile,
     save_profile,
+    sdk_remote_config,
     set_current_profile,
 )
 
-__all__ = ["add", "import_", "list_", "remove", "show", "stack_outputs", "use"]
+__all__ = ["add", "import_", "list_", "remote_config", "remove", "show", "stack_outputs", "use"]
 
 ENV_API_KEY = "KDF_REMOTE_API_KEY"
 
@@ -278,24 +281,114 @@ def _public_view(profile: Profile) -> dict[str, Any]:
     return dict(view)
 
 
-def show(name: str | None = None, /, *, options: Options = DEFAULT) -> int:
+class _KdfCompat(msgspec.Struct, frozen=True, kw_only=True):
+    """The daemon's ``GET /v1/instances/{name}/kdf-compat`` answer."""
+
+    url: str
+    ip_address: str
+    port: int
+    https: bool
+    rpc_password: str
+
+
+def _fetch_kdf_compat(profile: Profile, instance: str) -> _KdfCompat:
+    """Ask the daemon (admin key) for the listener's values and the instance's rpc_password."""
+    from urllib.parse import quote
+
+    import httpx
+
+    from kdf_remote.client._core import Call, interpret
+    from kdf_remote.client._http import ClientSettings, client_kwargs, request_parts, translate
+    from kdf_remote.client.errors import ProtocolError, Unsupported
+
+    if profile.kind != "daemon":
+        raise Unsupported(
+            f"profile {profile.name!r} is a local profile: the KDF-compatible listener is a "
+            "daemon feature"
+        )
+
+    def decode(_status: int, body: bytes) -> _KdfCompat:
+        try:
+            return msgspec.json.decode(body, type=_KdfCompat)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise ProtocolError(f"unexpected kdf-compat answer from the daemon: {exc}") from None
+
+    call = Call("GET", f"/v1/instances/{quote(instance, safe='')}/kdf-compat", decode)
+    settings = ClientSettings.from_profile(profile, token_exchange=False)
+    with httpx.Client(**client_kwargs(settings, None)) as http:
+        try:
+            response = http.request(call.method, call.path, **request_parts(call))
+        except httpx.HTTPError as exc:
+            raise translate(exc, settings.url) from None
+    return interpret(
+        call, response.status_code, response.content, response.headers.get("Retry-After")
+    )
+
+
+def remote_config(profile: Profile, *, show_secret: bool, instance: str) -> SdkRemoteConfig | None:
+    """The SDK ``RemoteConfig`` values of a profile; the rpc_password only when ``show_secret``.
+
+    Address, port and TLS come from the profile's ``kdf_rpc_url`` (the stack outputs); a profile
+    without one takes them from the daemon, which is asked anyway for the password.
+    """
+    config = sdk_remote_config(profile)
+    if not show_secret:
+        return config
+    fetched = _fetch_kdf_compat(profile, instance)
+    if config is None:
+        config = remote_config_from_url(fetched.url, field="kdf-compat url")
+    return msgspec.structs.replace(config, rpc_password=fetched.rpc_password)
+
+
+def show(
+    name: str | None = None,
+    /,
+    *,
+    show_secret: bool = False,
+    instance: str = "main",
+    options: Options = DEFAULT,
+) -> int:
     """Show a profile (the default one when no name is given); never prints the API key.
+
+    When the daemon runs the KDF-compatible listener (``kdf_compat``), also prints the values an
+    app built on the Komodo DeFi SDK puts in its ``RemoteConfig``: ip_address, port, https, and
+    with --show-secret the rpc_password (asked from the daemon; needs an admin key, audited).
 
     Parameters
     ----------
     name
         Profile name.
+    show_secret
+        Also print the instance's rpc_password (the SDK's ``rpcPassword``).
+    instance
+        The instance the listener fronts.
     """
 
     def body() -> int:
         profile = resolve_profile(name or options.profile)
         view = _public_view(profile)
+        remote = remote_config(profile, show_secret=show_secret, instance=instance)
+        view["remote_config"] = msgspec.to_builtins(remote) if remote is not None else None
         if options.json:
             print_json(view)
             return EXIT_OK
         out = console()
         for key, value in view.items():
-            out.print(f"[bold]{key}[/]: {escape(str(value))}")
+            if key != "remote_config":
+                out.print(f"[bold]{key}[/]: {escape(str(value))}")
+        if remote is None:
+            out.print("[bold]remote_config[/]: none (no kdf_compat listener in this profile)")
+            return EXIT_OK
+        out.print("[bold]remote_config[/] (Komodo DeFi SDK RemoteConfig):")
+        password = remote.rpc_password or "(hidden: add --show-secret)"
+        for line in (
+            f"  ip_address: {remote.ip_address}",
+            f"  port: {remote.port}",
+            f"  https: {'true' if remote.https else 'false'}",
+            f"  rpc_password: {password}",
+        ):
+            # Verbatim: a password must print exactly as it is (no markup, emoji or wrapping).
+            out.print(line, markup=False, emoji=False, highlight=False, soft_wrap=True)
         return EXIT_OK
 
     return run(options, body)

@@ -1,12 +1,12 @@
-"""``kdf-remote-daemon keys|tls|audit``: cyclopts sub-apps the daemon's CLI attaches.
+"""``kdf-remote-daemon init|keys|tls|audit``: commands the daemon's CLI attaches.
 
 Attach them with :func:`kdf_remote.daemon.security.commands.register`, which imports this
 module only when one of its commands runs.
 
 Commands only parse, print and pick the exit code (0 ok, 1 failed, 2 usage); the work is done by
-:mod:`~kdf_remote.daemon.security.keystore`, :mod:`~kdf_remote.daemon.security.certs` and
-:mod:`~kdf_remote.daemon.security.audit`. A plain API key is printed once, by ``keys add``, and
-never logged.
+:mod:`~kdf_remote.daemon.security.install`, :mod:`~kdf_remote.daemon.security.keystore`,
+:mod:`~kdf_remote.daemon.security.certs` and :mod:`~kdf_remote.daemon.security.audit`. A plain
+API key is printed once, by ``init`` or ``keys add``, and never logged.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from kdf_remote.daemon.security.audit import verify_audit_log
 from kdf_remote.daemon.security.certs import init_tls
 from kdf_remote.daemon.security.commands import AUDIT_HELP, KEYS_HELP, TLS_HELP
 from kdf_remote.daemon.security.errors import SecurityError
+from kdf_remote.daemon.security.install import InitOptions, init_daemon
 from kdf_remote.daemon.security.keystore import add_key, list_keys, revoke_key
 from kdf_remote.daemon.security.tokens import create_jwt_key_file
 
-__all__ = ["audit_app", "keys_app", "tls_app"]
+__all__ = ["audit_app", "init_command", "keys_app", "tls_app"]
 
 ConfigOpt = Annotated[Path, Parameter(name="--config", help="The daemon's YAML configuration.")]
 JsonOpt = Annotated[bool, Parameter(name="--json", negative=(), help="Print JSON.")]
@@ -65,6 +66,51 @@ def _settings_error() -> tuple[type[Exception], ...]:
     from kdf_remote.daemon.settings import SettingsError
 
     return (SettingsError, SecurityError, OSError)
+
+
+def init_command(
+    *,
+    state_dir: Annotated[Path, Parameter(help="Where config, TLS files and state are written.")],
+    kdf_binary: Annotated[Path, Parameter(help="The KDF executable to supervise.")],
+    host: Annotated[str, Parameter(help="Address the daemon listens on.")] = "127.0.0.1",
+    port: Annotated[int, Parameter(help="Port the daemon listens on (HTTPS).")] = 8000,
+    san: Annotated[
+        list[str] | None,
+        Parameter(name="--san", help="Certificate name or address; repeat. Default: --host."),
+    ] = None,
+    allowed_ip: Annotated[
+        list[str] | None,
+        Parameter(name="--allowed-ip", help="A CIDR allowed to call; repeat. Default: any."),
+    ] = None,
+    max_workers: Annotated[int, Parameter(help="Worker instances (free ports are reserved).")] = 10,
+    admin_name: Annotated[str, Parameter(help="Name of the admin API key.")] = "admin",
+    json: JsonOpt = False,
+) -> int:
+    """Write daemon.yaml, TLS files, the JWT key and an admin API key (printed once)."""
+    options = InitOptions(
+        state_dir=state_dir,
+        kdf_binary=kdf_binary,
+        host=host,
+        port=port,
+        sans=tuple(san or ()),
+        allowed_ips=tuple(allowed_ip or ()),
+        max_workers=max_workers,
+        admin_name=admin_name,
+    )
+    try:
+        result = init_daemon(options)
+    except (SecurityError, OSError) as exc:
+        return _fail(str(exc))
+    if json:
+        _print_json(result)
+        return 0
+    _out(f"configuration  {result.config_path}")
+    _out(f"url            {result.url}")
+    _out(f"CA to pin      {result.ca_cert_path}")
+    _out(f"start with     kdf-remote-daemon --config {result.config_path}")
+    _out(f"admin API key {admin_name!r}, shown only this once:")
+    _out(result.api_key)
+    return 0
 
 
 class _InitResult(msgspec.Struct, frozen=True):

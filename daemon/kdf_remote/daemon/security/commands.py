@@ -1,4 +1,4 @@
-"""Attach ``keys``, ``tls`` and ``audit`` to the daemon's cyclopts App without importing them.
+"""Attach ``init``, ``keys``, ``tls`` and ``audit`` to the daemon's cyclopts App, lazily.
 
 .. code-block:: python
 
@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from cyclopts import App
 
-__all__ = ["AUDIT_HELP", "KEYS_HELP", "TLS_HELP", "register"]
+__all__ = ["AUDIT_HELP", "INIT_HELP", "KEYS_HELP", "TLS_HELP", "register"]
 
+INIT_HELP: Final = "Write a complete daemon set-up (config, TLS, JWT key, admin API key)."
 KEYS_HELP: Final = "Manage API keys (only their hashes are stored)."
 TLS_HELP: Final = "Create the private CA and server certificate."
 AUDIT_HELP: Final = "Check the audit log."
@@ -25,7 +26,8 @@ _MODULE: Final = "kdf_remote.daemon.security.cli"
 
 
 def register(app: App) -> None:
-    """Attach the security sub-apps to the daemon's root App (lazily, by import path)."""
+    """Attach the security commands to the daemon's root App (lazily, by import path)."""
+    app.command(f"{_MODULE}:init_command", name="init", help=INIT_HELP)
     app.command(f"{_MODULE}:keys_app", name="keys", help=KEYS_HELP)
     app.command(f"{_MODULE}:tls_app", name="tls", help=TLS_HELP)
     app.command(f"{_MODULE}:audit_app", name="audit", help=AUDIT_HELP)

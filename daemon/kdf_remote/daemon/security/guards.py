@@ -3,13 +3,14 @@
 - :func:`require_role` (``guards=[require_role("operator")]``) admits principals whose role
   includes that role. Admin handlers also need a signed request when
   ``security.signing.required_for_admin`` is on.
-- :func:`public_endpoint` marks a handler that needs no credentials (it must also be listed in
-  the gate's public routes, or the gate asks for credentials anyway: both must agree to open).
 - :func:`enforce_declared_roles` runs on every handler (app-level guard installed by
-  :class:`~kdf_remote.daemon.security.plugin.SecurityPlugin`): a handler that declares neither a
-  role nor ``public_endpoint`` is refused with 403, and so is any request the security gate did
-  not pass (the gate was not installed). It also honours the daemon's ``opt["required_role"]``.
-- :func:`undeclared_handlers` lists such handlers, for a start-up check or a test.
+  :class:`~kdf_remote.daemon.security.plugin.SecurityPlugin`). A handler that declares no role is
+  served without credentials only on the gate's public routes (``SecurityPolicy.public_routes``,
+  exact method and path, the one list of what is public); anywhere else it is refused with 403.
+  Any request the security gate did not pass (the gate was not installed) is refused too. It also
+  honours the daemon's ``opt["required_role"]``.
+- :func:`undeclared_handlers` lists handlers that declare no role and are not public, for a
+  start-up check or a test.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from kdf_remote.daemon.errors import ForbiddenError, UnauthorizedError
 from kdf_remote.daemon.principal import Principal, Role
 from kdf_remote.daemon.security.middleware import RUNTIME_KEY, auth_context_of
+from kdf_remote.daemon.security.runtime import DEFAULT_PUBLIC_ROUTES, SecurityRuntime
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -32,7 +34,6 @@ __all__ = [
     "check_role",
     "declared_role",
     "enforce_declared_roles",
-    "public_endpoint",
     "require_role",
     "schema_prefix",
     "undeclared_handlers",
@@ -41,7 +42,6 @@ __all__ = [
 ROLE_OPT: Final = "required_role"
 """A handler's ``opt`` key naming its role (the daemon's convention; read by the guards)."""
 _ROLE_MARK: Final = "__kdf_required_role__"
-_PUBLIC_MARK: Final = "__kdf_public__"
 _SCHEMA_ROLE: Final = Role.VIEWER
 
 Guard = Callable[["ASGIConnection[Any, Any, Any, Any]", "BaseRouteHandler"], None]
@@ -85,35 +85,21 @@ def require_role(role: Role | str) -> Guard:
     return guard
 
 
-def public_endpoint(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Marks a handler served without credentials (the gate must still have passed it)."""
-    if RUNTIME_KEY not in connection.scope:
-        raise ForbiddenError("the security layer is not installed", code="forbidden")
-
-
-setattr(public_endpoint, _PUBLIC_MARK, True)
-
-
-def declared_role(handler: BaseRouteHandler) -> Role | bool | None:
-    """The role ``handler`` requires, True when public, None when it declares nothing."""
+def declared_role(handler: BaseRouteHandler) -> Role | None:
+    """The role ``handler`` requires, None when it declares none."""
     roles: list[Role] = []
-    public = False
     # The layers' own guard lists: resolve_guards() wraps sync guards and loses the marks.
     guards = [g for layer in handler.ownership_layers for g in (layer.guards or ())]
     for guard in guards:
         mark = getattr(guard, _ROLE_MARK, None)
         if isinstance(mark, Role):
             roles.append(mark)
-        if getattr(guard, _PUBLIC_MARK, False):
-            public = True
     opt_role = handler.opt.get(ROLE_OPT)
     if isinstance(opt_role, Role):
         roles.append(opt_role)
     elif isinstance(opt_role, str):
         roles.append(Role.parse(opt_role))
-    if roles:
-        return max(roles)
-    return True if public else None
+    return max(roles) if roles else None
 
 
 def schema_prefix(app: Litestar) -> str | None:
@@ -134,21 +120,24 @@ def enforce_declared_roles(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
     """App-level guard: deny by default (see the module docstring)."""
-    if RUNTIME_KEY not in connection.scope:
+    scope = cast("dict[str, Any]", connection.scope)
+    runtime = scope.get(RUNTIME_KEY)
+    if not isinstance(runtime, SecurityRuntime):
         raise ForbiddenError("the security layer is not installed", code="forbidden")
     declared = declared_role(handler)
-    if declared is True:
-        return
     if declared is None:
-        if not _under(connection.scope["path"], schema_prefix(connection.app)):
+        if (scope["method"], scope["path"]) in runtime.policy.public_routes:
+            return
+        if not _under(scope["path"], schema_prefix(connection.app)):
             raise ForbiddenError("this endpoint declares no role", code="forbidden")
         declared = _SCHEMA_ROLE
-    assert isinstance(declared, Role)
     check_role(connection, declared)
 
 
-def undeclared_handlers(app: Litestar) -> list[str]:
-    """``METHOD path`` of every handler that declares no role and is not public.
+def undeclared_handlers(
+    app: Litestar, public_routes: frozenset[tuple[str, str]] = DEFAULT_PUBLIC_ROUTES
+) -> list[str]:
+    """``METHOD path`` of every handler that declares no role and is not in ``public_routes``.
 
     The OpenAPI schema routes (served to viewers) and Litestar's automatic OPTIONS handlers
     (refused at run time like any undeclared handler) are not listed.
@@ -162,8 +151,9 @@ def undeclared_handlers(app: Litestar) -> list[str]:
         handlers: Iterable[BaseRouteHandler] = getattr(route, "route_handlers", ())
         for handler in handlers:
             methods = sorted(getattr(handler, "http_methods", None) or {"WS"})
-            if methods == ["OPTIONS"]:
+            if methods == ["OPTIONS"] or declared_role(handler) is not None:
                 continue
-            if declared_role(handler) is None:
-                found.extend(f"{method} {path}" for method in methods)
+            found.extend(
+                f"{method} {path}" for method in methods if (method, path) not in public_routes
+            )
     return found

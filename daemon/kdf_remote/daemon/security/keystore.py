@@ -6,10 +6,10 @@ request signing, the HMAC-derived signing key (which cannot be turned back into 
 An unsalted digest is enough because generated keys carry 256 bits of entropy: there is nothing
 to brute-force. Plain keys from the YAML are hashed by the settings loader and kept as admin.
 
-The running daemon re-reads the keys file when it changes (checked at most once a second), so
-``kdf-remote-daemon keys revoke`` takes effect without a restart, and so does revoking the key
-that issued a JWT: tokens name their key by :attr:`KeyRecord.key_id` and are refused once it is
-gone.
+The running daemon re-reads the keys file when it changes (checked at most once a second, and
+at once when an unknown key is presented), so ``kdf-remote-daemon keys add`` and ``keys revoke``
+take effect without a restart, and so does revoking the key that issued a JWT: tokens name
+their key by :attr:`KeyRecord.key_id` and are refused once it is gone.
 """
 
 from __future__ import annotations
@@ -429,7 +429,12 @@ class KeyStore:
             raise CredentialError("invalid API key")
         # A dict lookup by digest leaks nothing useful through timing: the attacker controls only
         # the preimage, and learning digest bytes gives no way back to a 256-bit key.
-        record = self._by_digest.get(key_digest(plain))
+        digest = key_digest(plain)
+        record = self._by_digest.get(digest)
+        if record is None and self._keys_file is not None and self._stamp() != self._file_stamp:
+            # A key added a moment ago works at once, not after the next paced check.
+            self.refresh()
+            record = self._by_digest.get(digest)
         if record is None:
             raise CredentialError("invalid API key")
         if record.expired(self._wall()):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import msgspec
 
-from kdf_remote.daemon.errors import ForbiddenError, UnauthorizedError, encode_error
+from kdf_remote.daemon.errors import encode_error
 from kdf_remote.daemon.principal import Principal
 from kdf_remote.daemon.security.errors import AuditLogError, CredentialError, SignatureError
 from kdf_remote.daemon.security.ipaccess import rate_key, resolve_client
@@ -61,7 +61,6 @@ __all__ = [
     "RUNTIME_KEY",
     "AuditNote",
     "AuthContext",
-    "GateAuthenticator",
     "SecurityMiddleware",
     "auth_context_of",
     "note_audit",
@@ -593,31 +592,3 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
-
-
-class GateAuthenticator:
-    """The daemon's ``Authenticator`` when :class:`SecurityMiddleware` runs in front of it.
-
-    It trusts only what the middleware put in the scope and refuses everything when the
-    middleware did not run (fail closed).
-    """
-
-    def check_peer(self, scope: Mapping[str, Any]) -> None:
-        """Public routes: the gate already applied the allow-list and the rate limits.
-
-        Raises:
-            ForbiddenError: the security middleware did not pass this request.
-        """
-        if RUNTIME_KEY not in scope:
-            raise ForbiddenError("the security layer is not installed")
-
-    async def authenticate(self, scope: Mapping[str, Any]) -> Principal:
-        """The principal the security middleware resolved.
-
-        Raises:
-            UnauthorizedError: the security middleware did not authenticate this request.
-        """
-        user = scope.get("user")
-        if RUNTIME_KEY not in scope or not isinstance(user, Principal):
-            raise UnauthorizedError("missing credentials")
-        return user

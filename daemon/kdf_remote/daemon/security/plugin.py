@@ -1,6 +1,9 @@
 """Wiring the security layer into a Litestar app.
 
-A bare Litestar app (tests, tools): one plugin and one ``install`` call.
+The daemon (:func:`kdf_remote.daemon.app.create_app`) passes the plugin to its Litestar app, and
+its :class:`~kdf_remote.daemon.asgi.DaemonApp` puts
+:class:`~kdf_remote.daemon.security.middleware.SecurityMiddleware` in front of everything it
+serves, the RPC fast path included. A bare Litestar app (tests, tools) uses ``install`` instead:
 
 .. code-block:: python
 
@@ -8,12 +11,6 @@ A bare Litestar app (tests, tools): one plugin and one ``install`` call.
     security = SecurityPlugin(runtime)
     app = Litestar(route_handlers=[...], plugins=[security], ...)
     security.install(app)  # the gate in front of the router
-
-The daemon, whose ``DaemonApp`` already fronts Litestar (auth seam, RPC fast path), passes the
-plugin to its Litestar app but wraps ``DaemonApp``'s dispatch in
-:class:`~kdf_remote.daemon.security.middleware.SecurityMiddleware` instead of calling
-``install``, with :class:`~kdf_remote.daemon.security.middleware.GateAuthenticator` as its
-authenticator: the gate then covers the fast path too.
 
 The plugin adds the ``/v1/auth`` and ``/v1/audit`` controllers, makes
 :func:`~kdf_remote.daemon.security.guards.enforce_declared_roles` the first app-level guard and

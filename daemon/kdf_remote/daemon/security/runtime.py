@@ -45,6 +45,7 @@ __all__ = [
     "RateLimits",
     "SecurityPolicy",
     "SecurityRuntime",
+    "plain_key_warnings",
 ]
 
 log = logging.getLogger("kdf_remote.daemon.security")
@@ -174,6 +175,8 @@ class SecurityRuntime:
             SecurityConfigError: missing/weak JWT key, unsafe keys/audit files, bad numbers.
         """
         jwt_key = load_jwt_key(security.jwt.key_file)
+        for warning in plain_key_warnings(security):
+            log.warning("%s", warning)
         keys = KeyStore(
             (record_from_entry(entry) for entry in security.api_keys),
             security.keys_file,
@@ -249,6 +252,19 @@ class SecurityRuntime:
     def close(self) -> None:
         """Release files (daemon shutdown)."""
         self.audit.close()
+
+
+def plain_key_warnings(security: SecuritySection) -> list[str]:
+    """One warning per API key written in clear in the YAML (named, never shown)."""
+    return [
+        f"security.api_keys[{index}] (name {entry.name!r}"
+        + (f", line {entry.line}" if entry.line is not None else "")
+        + "): a plain key in the configuration file; it was hashed on load, but the file still "
+        "holds it. Replace it with a key from `kdf-remote-daemon keys add`, or list "
+        "`key_hash: sha256:<hex>` instead"
+        for index, entry in enumerate(security.api_keys)
+        if entry.plain
+    ]
 
 
 def _revoked_path(keys_file: Path) -> Path:

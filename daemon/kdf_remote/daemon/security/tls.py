@@ -4,22 +4,11 @@ Mozilla intermediate (guidelines 5.7/6.0): TLS 1.2 and 1.3 only; TLS 1.2 limited
 ECDHE + AEAD suites below; TLS 1.3 suites are OpenSSL's defaults (AES-GCM and ChaCha20-Poly1305),
 which already match; the client's cipher order is honoured; no compression, no renegotiation.
 uvicorn's own context would use Python's default cipher string, which still admits CBC suites,
-so the daemon hands uvicorn this context through ``ssl_context_factory`` (uvicorn >= 0.35):
-
-.. code-block:: python
-
-    config = uvicorn.Config(
-        app,
-        host=settings.daemon.host,
-        port=settings.daemon.port,
-        proxy_headers=False,  # the security middleware decides whom to believe
-        server_header=False,
-        ssl_context_factory=ssl_context_factory(cert_path, key_path),
-    )
-
-``proxy_headers=False`` matters: uvicorn otherwise rewrites the peer address from
-``X-Forwarded-For`` for any peer in ``forwarded_allow_ips`` (127.0.0.1 by default) before the
-security layer can judge it. :func:`uvicorn_config` builds this configuration.
+so the daemon hands uvicorn this context through ``ssl_context_factory`` (uvicorn >= 0.35); see
+:func:`kdf_remote.daemon.server.build_server_config`, the one place uvicorn is configured. It
+also runs uvicorn with ``proxy_headers=False``: uvicorn would otherwise rewrite the peer address
+from ``X-Forwarded-For`` for any peer in ``forwarded_allow_ips`` (127.0.0.1 by default) before
+the security layer can judge it.
 """
 
 from __future__ import annotations
@@ -28,7 +17,7 @@ import ipaddress
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from kdf_remote.daemon.security.errors import SecurityConfigError
 from kdf_remote.daemon.security.files import check_private_file
@@ -43,7 +32,6 @@ __all__ = [
     "check_listen_address",
     "is_loopback_host",
     "ssl_context_factory",
-    "uvicorn_config",
 ]
 
 MOZILLA_INTERMEDIATE_CIPHERS: Final = ":".join(
@@ -119,41 +107,3 @@ def check_listen_address(host: str, *, tls: bool) -> None:
             "127.0.0.1 or ::1 when security.ssl is not set (plain HTTP only on loopback); "
             "set security.ssl (see `kdf-remote-daemon tls init`) to listen elsewhere",
         )
-
-
-def uvicorn_config(
-    app: Any,
-    *,
-    host: str,
-    port: int,
-    cert: Path | None = None,
-    key: Path | None = None,
-    log_level: str = "info",
-    **extra: Any,
-) -> uvicorn.Config:
-    """A ``uvicorn.Config`` with the security settings this package relies on.
-
-    TLS uses :func:`build_server_ssl_context` when ``cert`` and ``key`` are given; plain HTTP is
-    refused off loopback; proxy headers are never rewritten by uvicorn; no ``Server`` header.
-    ``extra`` goes to ``uvicorn.Config`` unchanged (e.g. ``loop``, ``lifespan``).
-
-    Raises:
-        SecurityConfigError: plain HTTP on a non-loopback host, or only one of cert/key.
-    """
-    import uvicorn
-
-    if (cert is None) != (key is None):
-        raise SecurityConfigError("security.ssl", "only one of cert_path/key_path", "both")
-    tls = cert is not None and key is not None
-    check_listen_address(host, tls=tls)
-    factory = ssl_context_factory(cert, key) if cert is not None and key is not None else None
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        proxy_headers=False,
-        server_header=False,
-        ssl_context_factory=factory,
-        **extra,
-    )

@@ -102,21 +102,42 @@ def check_key_strength(key: bytes, *, field: str = _KEY_FIELD, shown: str = "the
         )
 
 
+def _is_binary(data: bytes) -> bool:
+    """True for random key material rather than a phrase: control bytes, or not UTF-8 text."""
+    if any((b < 0x20 and b not in b"\t\n\r") or b == 0x7F for b in data):
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
 def load_jwt_key(path: Path, *, field: str = _KEY_FIELD) -> bytes:
     """Read and check the JWT key file; the daemon must not start when this raises.
 
+    Two forms are accepted: base64url text (``keys init``, ``init``) and raw random bytes (what
+    the Pulumi bootstrap delivers). Other text, such as a passphrase, is refused: a human
+    phrase is no HMAC key (RFC 8725 section 3.5).
+
     Raises:
-        SecurityConfigError: missing, readable by others, not base64url text, or weak.
+        SecurityConfigError: missing, readable by others, a phrase rather than a key, or weak.
     """
-    raw = read_private_file(path, field=field, max_bytes=4096).strip()
-    if not raw or _BASE64URL.match(raw) is None:
+    data = read_private_file(path, field=field, max_bytes=4096)
+    text = data.strip()
+    if text and _BASE64URL.match(text) is not None:
+        try:
+            key = base64.urlsafe_b64decode(text.rstrip(b"=") + b"=" * (-len(text.rstrip(b"=")) % 4))
+        except (binascii.Error, ValueError):
+            raise SecurityConfigError(field, str(path), "base64url key text") from None
+    elif _is_binary(data):
+        key = data
+    else:
         raise SecurityConfigError(
-            field, str(path), "base64url key text as written by `kdf-remote-daemon keys init`"
+            field,
+            str(path),
+            "base64url key text as written by `kdf-remote-daemon keys init`, or raw random bytes",
         )
-    try:
-        key = base64.urlsafe_b64decode(raw.rstrip(b"=") + b"=" * (-len(raw.rstrip(b"=")) % 4))
-    except (binascii.Error, ValueError):
-        raise SecurityConfigError(field, str(path), "base64url key text") from None
     check_key_strength(key, field=field, shown=str(path))
     return key
 
