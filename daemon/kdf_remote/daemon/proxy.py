@@ -19,6 +19,8 @@ from kdf_remote.daemon.errors import (
     send_error,
 )
 from kdf_remote.daemon.principal import Principal, Role
+from kdf_remote.kdf.errors import KdfProtocolError
+from kdf_remote.kdf.rpc import KEY_MATERIAL_METHODS, method_names
 
 if TYPE_CHECKING:
     from litestar.types import HTTPScope, Receive, Scope, Send
@@ -37,6 +39,11 @@ __all__ = [
 
 RPC_ROLE: Final = Role.OPERATOR
 """Least role that may proxy KDF calls (design.md)."""
+KEY_MATERIAL_ROLE: Final = Role.ADMIN
+"""Least role that may call a method answering with key or seed material (``get_mnemonic``...).
+
+An operator key drives KDF; it must not be enough to walk away with the wallet's seed.
+"""
 MAX_RPC_RESPONSE_BYTES: Final = 32 * 1024 * 1024
 """Largest KDF answer passed back; a larger one is a 502 (protects the daemon and the caller)."""
 
@@ -96,12 +103,15 @@ class RpcForwarder:
         self.service = service
         self.max_response = max_response
 
-    async def forward(self, name: str, body: bytes) -> RawResponse:
+    async def forward(self, name: str, body: bytes, principal: Principal) -> RawResponse:
         """KDF's answer to ``body`` (see :meth:`InstanceService.rpc`).
 
         Unknown (404) and not-running (409) instances are refused by the supervisor's own
-        check, so the hot path reads the instance's state once.
+        check, so the hot path reads the instance's state once. Methods answering with key
+        material need :data:`KEY_MATERIAL_ROLE` (403 otherwise; KDF never sees the call).
         """
+        if not principal.role.allows(KEY_MATERIAL_ROLE):
+            _refuse_key_material(body, principal)
         answer = await self.service.rpc(name, body)
         if len(answer.body) > self.max_response:
             raise BadGatewayError(
@@ -109,6 +119,20 @@ class RpcForwarder:
                 code="kdf_answer_too_large",
             )
         return answer
+
+
+def _refuse_key_material(body: bytes, principal: Principal) -> None:
+    try:
+        names = method_names(body)
+    except KdfProtocolError:
+        return  # not JSON-RPC: KDF answers it with its own error, no method runs
+    denied = sorted(KEY_MATERIAL_METHODS.intersection(names))
+    if denied:
+        raise ForbiddenError(
+            f"method {denied[0]!r} answers with key material; it needs role "
+            f"{KEY_MATERIAL_ROLE.label!r}, not {principal.role.label!r}",
+            code="role_required",
+        )
 
 
 class RpcFastPath:
@@ -129,7 +153,7 @@ class RpcFastPath:
                     code="role_required",
                 )
             body = await read_body(scope, receive, self.max_body)
-            answer = await self.forwarder.forward(name, body)
+            answer = await self.forwarder.forward(name, body, principal)
         except ApiError as exc:
             await send_error(send, exc)
             return

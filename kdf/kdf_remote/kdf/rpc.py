@@ -14,6 +14,7 @@ import msgspec
 from kdf_remote.kdf.errors import KdfProtocolError, KdfRpcError
 
 __all__ = [
+    "KEY_MATERIAL_METHODS",
     "PUBLIC_METHODS",
     "EnabledCoin",
     "VersionInfo",
@@ -50,6 +51,22 @@ PUBLIC_METHODS = frozenset(
     }
 )
 """Methods KDF answers without a userpass (``PUBLIC_METHODS`` in KDF's ``rpc.rs``)."""
+
+KEY_MATERIAL_METHODS = frozenset(
+    {
+        # Legacy: a coin's private key (KDF dispatcher_legacy.rs).
+        "show_priv_key",
+        # v2: the seed phrase, plaintext or encrypted (KDF dispatcher.rs).
+        "get_mnemonic",
+        # v2, newer KDF: private keys of enabled coins.
+        "get_private_keys",
+    }
+)
+"""Methods whose answer is key or seed material.
+
+Matched by name whatever the protocol: KDF >= 2.5 retries an unknown legacy method as v2, so
+``{"method": "get_mnemonic"}`` without ``mmrpc`` reaches the v2 handler too.
+"""
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()

@@ -22,7 +22,7 @@ from typing import Final
 
 import msgspec
 
-from kdf_remote.kdf.rpc import PUBLIC_METHODS
+from kdf_remote.kdf.rpc import KEY_MATERIAL_METHODS, PUBLIC_METHODS
 
 __all__ = [
     "DEFAULT_DENY_METHODS",
@@ -45,23 +45,11 @@ __all__ = [
 
 ORIGIN: Final = "kdf_remote"
 """The location in the error messages the daemon writes itself."""
-DEFAULT_DENY_METHODS: Final = frozenset(
-    {
-        # Legacy: a coin's private key (KDF dispatcher_legacy.rs).
-        "show_priv_key",
-        # v2: the seed phrase, plaintext or encrypted (KDF dispatcher.rs).
-        "get_mnemonic",
-        # v2, newer KDF: private keys of enabled coins (KDF dispatcher.rs).
-        "get_private_keys",
-        # A test-only method that makes a KDF stand-in panic.
-        "sim_panic",
-    }
-)
-"""Methods never served through the listener; ``kdf_compat.deny_methods`` adds to these.
-
-Matched by name whatever the protocol: KDF >= 2.5 retries an unknown legacy method as v2, so
-``{"method": "get_mnemonic"}`` without ``mmrpc`` would reach the v2 handler too.
-"""
+DEFAULT_DENY_METHODS: Final = KEY_MATERIAL_METHODS | {
+    # A test-only method that makes a KDF stand-in panic.
+    "sim_panic",
+}
+"""Methods never served through the listener; ``kdf_compat.deny_methods`` adds to these."""
 
 _V2_VERSION: Final = "2.0"
 _encoder = msgspec.json.Encoder()

@@ -13,7 +13,8 @@ from litestar import Controller, MediaType, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from kdf_remote.daemon.auth import needs
+from kdf_remote.daemon.auth import needs, principal_of
+from kdf_remote.daemon.errors import UnauthorizedError
 from kdf_remote.daemon.openapi import RpcOperation, error_responses
 from kdf_remote.daemon.proxy import RPC_ROLE, RpcForwarder
 
@@ -33,7 +34,8 @@ class RpcController(Controller):
         description=(
             "KDF's status and body come back unchanged. The daemon answers itself only when "
             "the call cannot reach KDF: 404 unknown instance, 409 not running, 413 too large, "
-            "502 KDF did not answer, 403 for methods reserved to the daemon (`stop`)."
+            "502 KDF did not answer, 403 for a role too low (methods answering with key material, "
+            "such as `get_mnemonic`, need admin)."
         ),
         status_code=200,
         responses=error_responses(400, 401, 403, 404, 409, 413, 502),
@@ -47,5 +49,9 @@ class RpcController(Controller):
         forwarder: NamedDependency[RpcForwarder],
     ) -> Response[bytes]:
         """Forward one KDF call."""
-        answer = await forwarder.forward(name, await request.body())
+        principal = principal_of(request.scope)
+        if principal is None:
+            # Unreachable behind the security gate (the route is not public): fail closed.
+            raise UnauthorizedError("missing credentials")
+        answer = await forwarder.forward(name, await request.body(), principal)
         return Response(content=answer.body, status_code=answer.status, media_type=MediaType.JSON)
