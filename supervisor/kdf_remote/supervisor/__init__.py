@@ -23,6 +23,7 @@ from kdf_remote.supervisor.models import (
     EventKind,
     ExitInfo,
     HealthSample,
+    InstanceLimits,
     InstanceState,
     InstanceStatus,
     SupervisorEvent,
@@ -34,7 +35,7 @@ from kdf_remote.supervisor.restart_policy import (
     backoff_delay,
     decide_restart,
 )
-from kdf_remote.supervisor.spec import InstanceSpec, ResourceLimits, Timeouts
+from kdf_remote.supervisor.spec import InstanceSpec, ResourceLimits, RunAs, Timeouts
 from kdf_remote.supervisor.supervisor import EventStream, Supervisor
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "EventStream",
     "ExitInfo",
     "HealthSample",
+    "InstanceLimits",
     "InstanceMachine",
     "InstanceSpec",
     "InstanceState",
@@ -56,6 +58,7 @@ __all__ = [
     "RestartDecision",
     "RestartHistory",
     "RestartPolicy",
+    "RunAs",
     "StartFailed",
     "Supervisor",
     "SupervisorError",

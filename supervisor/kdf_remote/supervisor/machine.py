@@ -27,11 +27,12 @@ S = InstanceState
 ALLOWED_TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
     S.STOPPED: frozenset({S.STARTING, S.UPDATING}),
     S.STARTING: frozenset({S.RUNNING, S.STOPPING, S.BACKOFF, S.FAILED, S.STOPPED}),
-    S.RUNNING: frozenset({S.STOPPING, S.BACKOFF, S.FAILED, S.STOPPED}),
+    S.RUNNING: frozenset({S.STOPPING, S.BACKOFF, S.FAILED, S.STOPPED, S.UPDATING}),
     S.STOPPING: frozenset({S.STOPPED, S.FAILED}),
-    S.BACKOFF: frozenset({S.STARTING, S.STOPPED, S.FAILED}),
+    S.BACKOFF: frozenset({S.STARTING, S.STOPPED, S.FAILED, S.UPDATING}),
     S.FAILED: frozenset({S.STARTING, S.STOPPED, S.UPDATING}),
-    S.UPDATING: frozenset({S.STARTING, S.STOPPED, S.FAILED}),
+    # From updating: the new binary starts, or a stop interrupts the update's restart.
+    S.UPDATING: frozenset({S.STARTING, S.STOPPING, S.STOPPED, S.FAILED}),
 }
 
 

@@ -10,12 +10,13 @@ from datetime import datetime
 
 import msgspec
 
-from kdf_remote.supervisor.spec import ResourceLimits
+from kdf_remote.supervisor.resource_limits import Mechanism
 
 __all__ = [
     "EventKind",
     "ExitInfo",
     "HealthSample",
+    "InstanceLimits",
     "InstanceState",
     "InstanceStatus",
     "SupervisorEvent",
@@ -43,7 +44,31 @@ class ExitInfo(msgspec.Struct, frozen=True, kw_only=True):
     signal: str | None
     at: datetime
     reason: str
+    """``memory_limit`` when the limits killed it; otherwise what happened, for humans."""
     pid: int | None = None
+    detail: str | None = None
+    """More about a ``memory_limit`` exit (which limit, which mechanism, the exit status)."""
+
+
+class InstanceLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """The configured limits of an instance and how they are enforced.
+
+    ``memory_bytes``/``cpu``/``open_files`` are the spec's limits (None: not limited).
+    ``mechanism`` is the enforcer's (``cgroup2``, ``systemd``, ``cgroup1`` or ``rlimit``);
+    ``in_force`` is True while a KDF process runs under them, and then ``memory_enforced``,
+    ``cpu_enforced`` and ``detail`` say what the mechanism really enforces on it.
+    """
+
+    memory_bytes: int | None = None
+    cpu: float | None = None
+    open_files: int | None = None
+    mechanism: Mechanism
+    in_force: bool
+    memory_enforced: bool = False
+    cpu_enforced: bool = False
+    detail: str
+    cgroup: str | None = None
+    unit: str | None = None
 
 
 class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,7 +87,7 @@ class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True):
     rss_bytes: int | None
     open_fds: int | None
     data_dir: str
-    limits: ResourceLimits | None
+    limits: InstanceLimits | None
 
 
 class HealthSample(msgspec.Struct, frozen=True, kw_only=True):

@@ -25,6 +25,7 @@ import psutil
 __all__ = [
     "KdfProcess",
     "ProcessIdentity",
+    "RunAs",
     "group_members",
     "identity_of",
     "spawn",
@@ -74,11 +75,48 @@ def identity_of(pid: int) -> ProcessIdentity | None:
         return None
 
 
-def spawn(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_fd: int) -> int:
+@dataclass(frozen=True)
+class RunAs:
+    """The uid and gid a spawned process switches to (with no supplementary groups)."""
+
+    uid: int
+    gid: int
+
+
+def _child_setup(
+    preexec: Callable[[], None] | None, run_as: RunAs | None
+) -> Callable[[], None] | None:
+    if run_as is None:
+        return preexec
+
+    # Runs in the forked child: the limits' preexec first, while still root (joining a cgroup
+    # and raising rlimits need it), then the identity switch, group before user.
+    def setup() -> None:
+        if preexec is not None:
+            preexec()
+        os.setgroups([])
+        os.setresgid(run_as.gid, run_as.gid, run_as.gid)
+        os.setresuid(run_as.uid, run_as.uid, run_as.uid)
+
+    return setup
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log_fd: int,
+    preexec: Callable[[], None] | None = None,
+    run_as: RunAs | None = None,
+) -> int:
     """Start ``argv`` in its own session and process group, stdout+stderr appended to ``log_fd``;
     return its pid.
 
-    Raises ``OSError`` when the binary cannot be executed. The caller owns reaping.
+    ``preexec`` runs in the child before exec (the limits' launch plan); ``run_as`` then drops
+    to that uid/gid with no supplementary groups. Raises ``OSError`` when the binary cannot be
+    executed and ``subprocess.SubprocessError`` when ``preexec`` or the identity switch failed.
+    The caller owns reaping.
     """
     popen = subprocess.Popen(
         list(argv),
@@ -89,6 +127,7 @@ def spawn(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_fd: int
         stderr=log_fd,
         start_new_session=True,
         close_fds=True,
+        preexec_fn=_child_setup(preexec, run_as),  # noqa: PLW1509 (only syscalls; see above)
     )
     # We reap this pid ourselves (os.waitpid on pidfd readiness). Marking the Popen finished stops
     # subprocess's own bookkeeping from reaping it behind our back (its _active list) or warning

@@ -5,7 +5,9 @@ Every timeout is a field so tests can run the whole lifecycle in milliseconds.
 
 from __future__ import annotations
 
+import grp
 import math
+import pwd
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,9 +15,10 @@ from pathlib import Path
 
 import msgspec
 
+from kdf_remote.supervisor.process import RunAs
 from kdf_remote.supervisor.restart_policy import RestartPolicy
 
-__all__ = ["InstanceSpec", "ResourceLimits", "RestartPolicy", "Timeouts"]
+__all__ = ["InstanceSpec", "ResourceLimits", "RestartPolicy", "RunAs", "Timeouts"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 # Variables the supervisor sets itself; a spec may not override them.
@@ -61,11 +64,14 @@ class Timeouts:
 class ResourceLimits(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Limits applied to one KDF process (None: no limit).
 
-    * ``memory_bytes``: resident memory cap. The supervisor checks RSS every log/limit check
-      interval and SIGKILLs a process above it; the kill counts as a crash for the restart policy.
-    * ``cpu``: cores; enforced as CPU affinity to ``ceil(cpu)`` cores (a cap on parallelism, not
-      a cgroup quota).
-    * ``open_files``: RLIMIT_NOFILE (soft and hard), set on the process right after spawn.
+    Enforced by :class:`kdf_remote.supervisor.resource_limits.LimitEnforcer` with the strongest
+    mechanism of the host (cgroup v2, systemd scope, cgroup v1, or RLIMIT_AS plus an RSS
+    watchdog); the instance status says which one is in force.
+
+    * ``memory_bytes``: memory cap; a KDF killed for exceeding it exits with reason
+      ``memory_limit`` and counts as a crash for the restart policy.
+    * ``cpu``: cores, as a CPU quota (not enforced under the rlimit mechanism, and status says so).
+    * ``open_files``: RLIMIT_NOFILE (soft and hard), in force from KDF's first instruction.
     """
 
     memory_bytes: int | None = None
@@ -111,8 +117,15 @@ class InstanceSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     """Extra environment for KDF (on top of PATH, HOME, LANG, TZ, RUST_LOG from ours)."""
     limits: ResourceLimits | None = None
+    user: str | int | None = None
+    """Run KDF as this user (name or uid) when the supervisor runs as root; None: inherit ours."""
+    group: str | int | None = None
+    """Its group (name or gid); None: the user's primary group."""
+    run_as: RunAs | None = field(init=False, default=None, compare=False)
+    """``user``/``group`` resolved to ids at construction (None when neither is set)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "run_as", _resolve_run_as(self.user, self.group))
         if not _NAME.fullmatch(self.name):
             raise ValueError(
                 f"name: got {self.name!r}, expected 1-63 of [A-Za-z0-9_.-], "
@@ -140,3 +153,23 @@ class InstanceSpec:
     def log_path(self) -> Path:
         """The live log file KDF's stdout and stderr are appended to."""
         return self.run_dir / "kdf.log"
+
+
+def _resolve_run_as(user: str | int | None, group: str | int | None) -> RunAs | None:
+    if user is None and group is None:
+        return None
+    if user is None:
+        raise ValueError(f"group: got {group!r} without a user, expected user to be set too")
+    try:
+        entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
+    except (KeyError, OverflowError):
+        raise ValueError(f"user: got {user!r}, expected an existing user name or uid") from None
+    gid = entry.pw_gid
+    if group is not None:
+        try:
+            gid = (grp.getgrgid(group) if isinstance(group, int) else grp.getgrnam(group)).gr_gid
+        except (KeyError, OverflowError):
+            raise ValueError(
+                f"group: got {group!r}, expected an existing group name or gid"
+            ) from None
+    return RunAs(uid=entry.pw_uid, gid=gid)

@@ -9,6 +9,17 @@ is cancelled, then the stop runs), so an operator can always stop a KDF stuck in
 Spawning happens only inside an operation and only when no process exists, hence exactly one KDF
 per instance. :meth:`Supervisor.status` and event streams never wait for an operation.
 
+Limits. A :class:`~.resource_limits.LimitEnforcer` is the only limits mechanism: each spawn is
+prepared by it (argv prefix and a pre-exec hook, so limits hold from KDF's first instruction),
+the pid is attached (also on re-adoption), an exit is asked whether the limits caused it
+(reason ``memory_limit``, counted as a crash) and the instance's limits are released on remove.
+Each instance is keyed in the enforcer by its name plus a hash of its run directory, so two
+supervisors on one host (or a daemon and a test) never share a cgroup.
+
+Run-as. With ``InstanceSpec.user`` set, KDF switches to that uid/gid (no supplementary groups)
+after the limits' pre-exec; its data directory and its two config files are chowned to it and
+the run directory becomes 0711 (traversable, not listable) so it can read them.
+
 Secrets. The startup config is written to ``run_dir/MM2.json`` (0600) and passed with
 ``MM_CONF_PATH``; argv is the binary path alone; the environment is a short allow-list plus the
 spec's ``env``. Statuses, events, errors and log lines never carry a secret, and logs are redacted
@@ -21,11 +32,10 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import os
 import random
-import resource
 import signal
+import subprocess
 import time
 import zlib
 from collections.abc import AsyncGenerator, Callable, Coroutine
@@ -76,6 +86,7 @@ from kdf_remote.supervisor.models import (
     EventKind,
     ExitInfo,
     HealthSample,
+    InstanceLimits,
     InstanceState,
     InstanceStatus,
     SupervisorEvent,
@@ -87,7 +98,14 @@ from kdf_remote.supervisor.process import (
     spawn,
     spawned_identity,
 )
-from kdf_remote.supervisor.spec import InstanceSpec
+from kdf_remote.supervisor.resource_limits import (
+    MEMORY_LIMIT_REASON,
+    LimitEnforcement,
+    LimitEnforcer,
+    LimitsError,
+    Mechanism,
+)
+from kdf_remote.supervisor.spec import InstanceSpec, ResourceLimits
 
 __all__ = ["EventStream", "Supervisor"]
 
@@ -160,6 +178,9 @@ class _Instance:
         self.auth_failures = 0
         self.redactor = Redactor()
         self.written: dict[Path, bytes] = {}
+        self.limit_key = _limit_key(spec)
+        self.enforcement: LimitEnforcement | None = None
+        """What the enforcer put in force on the current process (None without one)."""
 
     @property
     def state(self) -> InstanceState:
@@ -227,6 +248,23 @@ def _describe_returncode(returncode: int | None) -> tuple[int | None, str | None
     return returncode, None, f"exited with code {returncode} ({meaning})"
 
 
+def _limit_key(spec: InstanceSpec) -> str:
+    # Stable across daemon restarts (re-adoption finds the same cgroup), distinct for two
+    # instances of one name under different run directories; within the enforcer's 64 chars.
+    digest = zlib.crc32(str(spec.run_dir.resolve()).encode())
+    return f"{spec.name[:55]}.{digest:08x}"
+
+
+def _default_enforcer() -> LimitEnforcer:
+    try:
+        return LimitEnforcer()
+    except (OSError, LimitsError) as exc:
+        # Detection found a mechanism it then could not set up (e.g. a read-only cgroup mount
+        # that looked writable): the rlimit mechanism needs nothing from the host.
+        _log.warning("limits: falling back to rlimit enforcement: %s", exc)
+        return LimitEnforcer(Mechanism.RLIMIT)
+
+
 def _now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -244,7 +282,9 @@ class Supervisor:
     """Supervises named KDF instances (``main``, workers) on this machine.
 
     Use one per process, inside a running event loop. ``clock`` is the monotonic clock used for
-    the restart schedule and deadlines; ``rng`` supplies backoff jitter.
+    the restart schedule and deadlines; ``rng`` supplies backoff jitter; ``enforcer`` applies
+    resource limits (default: one with the strongest mechanism detected on this host, closed by
+    :meth:`close`; one passed in stays the caller's to close).
     """
 
     def __init__(
@@ -252,9 +292,12 @@ class Supervisor:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        enforcer: LimitEnforcer | None = None,
     ) -> None:
         self._clock = clock
         self._rng = rng or random.SystemRandom()
+        self._owns_enforcer = enforcer is None
+        self._enforcer = enforcer if enforcer is not None else _default_enforcer()
         self._instances: dict[str, _Instance] = {}
         self._streams: list[EventStream] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -265,6 +308,11 @@ class Supervisor:
     def names(self) -> list[str]:
         """Names of the registered instances, in the order they were added."""
         return list(self._instances)
+
+    @property
+    def limit_mechanism(self) -> Mechanism:
+        """How resource limits are enforced on this host (``GET /v1/capacity`` reports it)."""
+        return self._enforcer.mechanism
 
     def _get(self, name: str) -> _Instance:
         if self._closed:
@@ -285,7 +333,6 @@ class Supervisor:
             raise SupervisorError("the supervisor is closed")
         if spec.name in self._instances:
             raise InvalidState(f"an instance named {spec.name!r} already exists")
-        self._check_limits(spec)
         ensure_private_dir(spec.run_dir)
         spec.data_dir.mkdir(parents=True, exist_ok=True)
         inst = _Instance(spec)
@@ -306,7 +353,14 @@ class Supervisor:
         self._cancel_timer(inst)
         if inst.monitor is not None:
             inst.monitor.cancel()
+        self._release_limits(inst)
         self._emit(inst, EventKind.STATE, detail="removed")
+
+    def _release_limits(self, inst: _Instance) -> None:
+        try:
+            self._enforcer.release(inst.limit_key)
+        except OSError as exc:
+            _log.warning("instance %s: releasing its limits failed: %s", inst.spec.name, exc)
 
     # ------------------------------------------------------------------ status
 
@@ -332,7 +386,32 @@ class Supervisor:
             rss_bytes=sample.rss_bytes if sample else None,
             open_fds=sample.open_fds if sample else None,
             data_dir=str(inst.spec.data_dir),
-            limits=inst.spec.limits,
+            limits=self._limits_status(inst),
+        )
+
+    def _limits_status(self, inst: _Instance) -> InstanceLimits:
+        limits = inst.spec.limits or ResourceLimits()
+        enforcement = inst.enforcement if inst.process is not None else None
+        if enforcement is None:
+            return InstanceLimits(
+                memory_bytes=limits.memory_bytes,
+                cpu=limits.cpu,
+                open_files=limits.open_files,
+                mechanism=self._enforcer.mechanism,
+                in_force=False,
+                detail=f"no KDF process; its next start is limited by {self._enforcer.mechanism}",
+            )
+        return InstanceLimits(
+            memory_bytes=limits.memory_bytes,
+            cpu=limits.cpu,
+            open_files=limits.open_files,
+            mechanism=enforcement.mechanism,
+            in_force=True,
+            memory_enforced=enforcement.memory_enforced,
+            cpu_enforced=enforcement.cpu_enforced,
+            detail=enforcement.detail,
+            cgroup=enforcement.cgroup,
+            unit=enforcement.unit,
         )
 
     def statuses(self) -> list[InstanceStatus]:
@@ -493,10 +572,15 @@ class Supervisor:
         op = self._begin(inst, "stop", self._do_stop(inst))
         return await self._join(inst, op)
 
-    async def restart(self, name: str, config: KdfStartupConfig | None = None) -> InstanceStatus:
+    async def restart(
+        self, name: str, config: KdfStartupConfig | None = None, *, updating: bool = False
+    ) -> InstanceStatus:
         """Stop (if a KDF runs) then start, with ``config`` or the stored config.
 
-        A restart during a restart joins it; during any other operation it is a conflict.
+        With ``updating`` (a KDF update rolling through the instances) the instance is in
+        ``updating`` from the moment the old KDF is told to stop until the new one is spawned
+        (then ``starting``, ``running`` as usual). A restart during a restart joins it; during
+        any other operation it is a conflict.
         """
         inst = self._get(name)
         prepared = self._prepare_config(config) if config is not None else None
@@ -507,7 +591,7 @@ class Supervisor:
             raise InvalidState(f"{name}: a {op.kind} is in progress")
         if prepared is None and inst.stored is None:
             raise NoStoredConfig(f"{name}: no stored startup config")
-        op = self._begin(inst, "restart", self._do_restart(inst, prepared))
+        op = self._begin(inst, "restart", self._do_restart(inst, prepared, updating=updating))
         return await self._join(inst, op)
 
     async def _do_start(
@@ -535,9 +619,22 @@ class Supervisor:
             self._transition(inst, InstanceState.STOPPED)
         return self.status(inst.spec.name)
 
-    async def _do_restart(self, inst: _Instance, config: KdfStartupConfig | None) -> InstanceStatus:
-        await self._do_stop(inst)
+    async def _do_restart(
+        self, inst: _Instance, config: KdfStartupConfig | None, *, updating: bool
+    ) -> InstanceStatus:
+        if updating:
+            await self._do_update_stop(inst)
+        else:
+            await self._do_stop(inst)
         return await self._do_start(inst, config, manual=True)
+
+    async def _do_update_stop(self, inst: _Instance) -> None:
+        self._cancel_timer(inst)
+        self._transition(inst, InstanceState.UPDATING)
+        proc = inst.process
+        if proc is not None:
+            inst.exit_reason = "stopped for an update"
+            await self._terminate(inst, proc, graceful=True)
 
     # ------------------------------------------------------------------ spawn and readiness
 
@@ -576,9 +673,19 @@ class Supervisor:
         else:
             inst.written.pop(coins_path, None)
             remove_quietly(coins_path)
+        if spec.run_as is not None:
+            self._hand_over_files(inst, conf_path, coins_path)
+        plan = self._enforcer.prepare(inst.limit_key, spec.limits or ResourceLimits())
         log_fd = open_log_for_append(spec.log_path)
         try:
-            pid = spawn([str(spec.binary_path)], cwd=spec.data_dir, env=env, log_fd=log_fd)
+            pid = spawn(
+                plan.wrap([str(spec.binary_path)]),
+                cwd=spec.data_dir,
+                env=env,
+                log_fd=log_fd,
+                preexec=plan.preexec,
+                run_as=spec.run_as,
+            )
         finally:
             os.close(log_fd)
         started_wall = time.time()
@@ -590,9 +697,35 @@ class Supervisor:
         inst.started_wall = started_wall
         self._record_state(inst, identity)
         _log.info("instance %s: spawned KDF pid %d", spec.name, pid)
-        self._apply_limits(inst, pid)
+        self._attach_limits(inst, pid)
         proc.watch()
         return proc
+
+    def _hand_over_files(self, inst: _Instance, conf_path: Path, coins_path: Path) -> None:
+        """Let the run-as user read its config files and own its data directory."""
+        spec = inst.spec
+        assert spec.run_as is not None
+        uid, gid = spec.run_as.uid, spec.run_as.gid
+        spec.run_dir.chmod(0o711)
+        for path in (conf_path, coins_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(path, uid, gid)
+        stat = spec.data_dir.stat()
+        if (stat.st_uid, stat.st_gid) != (uid, gid):
+            # First start as this user (or a new user): take over what an earlier run left.
+            for root, dirs, files in os.walk(spec.data_dir):
+                for entry in (*dirs, *files):
+                    os.chown(Path(root) / entry, uid, gid, follow_symlinks=False)
+            os.chown(spec.data_dir, uid, gid)
+
+    def _attach_limits(self, inst: _Instance, pid: int) -> None:
+        try:
+            inst.enforcement = self._enforcer.attach(inst.limit_key, pid)
+        except (OSError, LimitsError) as exc:
+            # The launch plan's pre-exec already applied the limits; attaching only confirms
+            # them, so the process keeps running and status says they are not known in force.
+            inst.enforcement = None
+            _log.warning("instance %s: attaching limits to pid %d: %s", inst.spec.name, pid, exc)
 
     def _attach(
         self,
@@ -636,44 +769,16 @@ class Supervisor:
             proc.identity = current
             self._record_state(inst, current)
 
-    def _check_limits(self, spec: InstanceSpec) -> None:
-        limits = spec.limits
-        if limits is None or limits.open_files is None:
-            return
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard != resource.RLIM_INFINITY and limits.open_files > hard:
-            raise InvalidState(
-                f"limits.open_files: got {limits.open_files}, above this supervisor's own hard "
-                f"limit {hard}"
-            )
-
-    def _apply_limits(self, inst: _Instance, pid: int) -> None:
-        limits = inst.spec.limits
-        if limits is None:
-            return
-        try:
-            if limits.open_files is not None:
-                resource.prlimit(
-                    pid, resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files)
-                )
-            if limits.cpu is not None:
-                allowed = sorted(os.sched_getaffinity(0))
-                count = min(len(allowed), math.ceil(limits.cpu))
-                # Spread instances over the cores by name instead of piling them on core 0.
-                first = zlib.crc32(inst.spec.name.encode()) % len(allowed)
-                cores = {allowed[(first + i) % len(allowed)] for i in range(count)}
-                os.sched_setaffinity(pid, cores)
-        except ProcessLookupError:
-            return  # already exited: the exit handler deals with it
-
     async def _spawn_until_ready(self, inst: _Instance) -> InstanceStatus:
         name = inst.spec.name
         inst.machine.spawned(self._clock())
         self._emit_state(inst)
         try:
             proc = self._spawn(inst, self._effective_config(inst))
-        except OSError as exc:
-            reason = f"spawn failed: {exc.strerror or type(exc).__name__}"
+        except (OSError, subprocess.SubprocessError, LimitsError) as exc:
+            # SubprocessError: the limits' pre-exec or the run-as switch failed in the child.
+            detail = exc.strerror if isinstance(exc, OSError) else str(exc)
+            reason = f"spawn failed: {detail or type(exc).__name__}"
             inst.last_exit = ExitInfo(code=None, signal=None, at=_now_utc(), reason=reason)
             self._emit(inst, EventKind.EXITED, exit=inst.last_exit)
             self._after_failed_start(inst, None, credentials_refused=False)
@@ -805,7 +910,19 @@ class Supervisor:
         code, sig, text = _describe_returncode(returncode)
         reason = f"{inst.exit_reason}; {text}" if inst.exit_reason else text
         inst.exit_reason = None
-        inst.last_exit = ExitInfo(code=code, signal=sig, at=_now_utc(), reason=reason, pid=proc.pid)
+        detail: str | None = None
+        try:
+            cause = self._enforcer.exit_cause(inst.limit_key)
+        except (OSError, subprocess.SubprocessError) as exc:
+            _log.warning("instance %s: reading the limits' exit cause: %s", inst.spec.name, exc)
+            cause = None
+        if cause is not None and cause.reason == MEMORY_LIMIT_REASON:
+            reason, detail = MEMORY_LIMIT_REASON, f"{cause.detail}; {text}"
+            # A memory kill is a crash even if it raced a stop: the restart policy must see it.
+            code = None
+        inst.last_exit = ExitInfo(
+            code=code, signal=sig, at=_now_utc(), reason=reason, pid=proc.pid, detail=detail
+        )
         _log.info("instance %s: KDF pid %d %s", inst.spec.name, proc.pid, reason)
         self._release(inst)
         self._emit(inst, EventKind.EXITED, pid=proc.pid, exit=inst.last_exit)
@@ -824,6 +941,7 @@ class Supervisor:
     def _release(self, inst: _Instance) -> None:
         inst.process = None
         inst.ps = None
+        inst.enforcement = None
         transport, inst.transport = inst.transport, None
         if transport is not None:
             self._in_background(transport.close())
@@ -888,6 +1006,12 @@ class Supervisor:
             is_child = False
         proc = KdfProcess(current, is_child=is_child, on_exit=self._exit_callback(inst))
         self._attach(inst, proc, current, record.rpc_host, password)
+        try:
+            self._enforcer.prepare(inst.limit_key, spec.limits or ResourceLimits())
+        except (OSError, LimitsError) as exc:
+            _log.warning("instance %s: preparing limits for adoption: %s", spec.name, exc)
+        else:
+            self._attach_limits(inst, record.pid)
         inst.machine.adopted(self._clock(), max(0.0, time.time() - current.create_time))
         _log.info("instance %s: re-adopted KDF pid %d", spec.name, record.pid)
         self._emit(inst, EventKind.ADOPTED, pid=record.pid)
@@ -994,7 +1118,6 @@ class Supervisor:
             await asyncio.sleep(spec.log_check_interval_s)
             try:
                 await self._check_log(inst)
-                self._check_memory(inst)
                 if self._clock() >= next_health:
                     next_health = self._clock() + spec.health_interval_s
                     if inst.process is not None:
@@ -1013,19 +1136,6 @@ class Supervisor:
             rotate_if_needed, spec.log_path, spec.log_max_bytes, spec.log_backups
         ):
             self._emit(inst, EventKind.LOG_ROTATED, detail=f"rotated at {size} bytes")
-
-    def _check_memory(self, inst: _Instance) -> None:
-        limits, proc, ps = inst.spec.limits, inst.process, inst.ps
-        if limits is None or limits.memory_bytes is None or proc is None or ps is None:
-            return
-        try:
-            rss = ps.memory_info().rss
-        except psutil.Error:
-            return
-        if rss > limits.memory_bytes and self._active_op(inst) is None:
-            inst.exit_reason = f"memory limit exceeded (rss {rss} > {limits.memory_bytes} bytes)"
-            _log.warning("instance %s: %s", inst.spec.name, inst.exit_reason)
-            proc.kill_group()
 
     # ------------------------------------------------------------------ logs
 
@@ -1125,6 +1235,9 @@ class Supervisor:
         pending += [inst.monitor for inst in instances if inst.monitor is not None]
         if pending:
             await asyncio.wait(pending)
+        # Without stop_instances KDF keeps running in its cgroup for the next supervisor to
+        # re-adopt; with it, the cgroups of reaped KDFs are empty and are freed.
+        reaped = [inst for inst in instances if stop_instances and inst.process is None]
         for inst in instances:
             if inst.process is not None:
                 inst.process.detach()
@@ -1132,6 +1245,10 @@ class Supervisor:
             if inst.transport is not None:
                 await inst.transport.close()
                 inst.transport = None
+        for inst in reaped:
+            self._release_limits(inst)
+        if self._owns_enforcer:
+            self._enforcer.close()
         if self._background:
             await asyncio.wait(list(self._background))
         for stream in list(self._streams):

@@ -9,9 +9,10 @@
 3. ``switching``: point ``current`` at the new release (one atomic symlink replace). Running KDF
    processes keep the binary they were started from.
 4. ``restarting``: restart the instances that were running, one at a time (workers first and
-   ``main`` last by default, or ``main`` first), each through :meth:`Supervisor.restart`, which
-   returns once KDF answers RPC. An instance that is not ``running`` with a new pid within
-   ``instance_timeout`` fails the update.
+   ``main`` last by default, or ``main`` first), each through
+   ``Supervisor.restart(name, updating=True)`` (status shows ``updating`` while the old KDF
+   stops), which returns once KDF answers RPC. An instance that is not ``running`` with a new
+   pid within ``instance_timeout`` fails the update.
 5. On failure, ``rolling_back``: switch ``current`` back, then for every instance already
    restarted (newest first): stop it, restore its pre-update snapshot (the replaced data is itself
    snapshotted first, so nothing written meanwhile is lost) and start it again if it was running.
@@ -81,7 +82,7 @@ class SupervisorApi(Protocol):
     async def stop(self, name: str) -> InstanceStatus: ...
 
     async def restart(
-        self, name: str, config: KdfStartupConfig | None = None
+        self, name: str, config: KdfStartupConfig | None = None, *, updating: bool = False
     ) -> InstanceStatus: ...
 
 
@@ -388,7 +389,7 @@ class Updater:
 
     async def _restart_one(self, name: str, version: str) -> InstanceStatus:
         old_pid = self._sup.status(name).pid
-        await self._bounded(self._sup.restart(name), "restart")
+        await self._bounded(self._sup.restart(name, updating=True), "restart")
         status = self._sup.status(name)
         if status.state is not InstanceState.RUNNING or status.pid in (None, old_pid):
             raise _StepFailedError(f"is {status.state.value} after the restart, not running")

@@ -304,29 +304,6 @@ async def test_health_sample(supervisor: Supervisor, make_spec: SpecFactory) -> 
     assert supervisor.status("main").rss_bytes == sample.rss_bytes
 
 
-async def test_memory_limit_breach_counts_as_a_crash(
-    supervisor: Supervisor, make_spec: SpecFactory
-) -> None:
-    """A KDF growing past its memory limit is killed and restarted like a crash."""
-    from kdf_remote.supervisor import ResourceLimits
-
-    spec = make_spec(
-        limits=ResourceLimits(memory_bytes=96 * 1024 * 1024, open_files=512),
-        env={"KDF_SIM_GROW_MEMORY": str(64 * 1024 * 1024)},
-    )
-    await supervisor.add(spec)
-    events = supervisor.subscribe("main")
-    status = await supervisor.start("main", make_config())
-    assert status.pid is not None
-    assert psutil.Process(status.pid).rlimit(psutil.RLIMIT_NOFILE) == (512, 512)
-    exited = await next_event(events, lambda e: e.kind is EventKind.EXITED)
-    assert exited.exit is not None
-    assert "memory limit exceeded" in exited.exit.reason
-    scheduled = await next_event(events, lambda e: e.kind is EventKind.RESTART_SCHEDULED)
-    assert scheduled.state is InstanceState.BACKOFF
-    await events.aclose()
-
-
 async def test_logs_tail_and_follow(supervisor: Supervisor, make_spec: SpecFactory) -> None:
     """KDF's stdout and stderr land in the instance log; tail and follow read it back."""
     spec = make_spec(env={"KDF_SIM_LOG_RATE": "50"})

@@ -4,6 +4,7 @@ and workers; a release that exits at start is rolled back everywhere, data inclu
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ import pytest
 from _release_fixtures import Mode, ReleaseServer, release_script, release_zip, sha256
 from kdf_remote.kdf.config import decode_startup_config
 from kdf_remote.kdf.release import DownloadPolicy, ReleaseSpec, ReleaseStore
-from kdf_remote.supervisor import InstanceSpec, InstanceState, Supervisor, Timeouts
+from kdf_remote.supervisor import EventKind, InstanceSpec, InstanceState, Supervisor, Timeouts
 from kdf_remote.supervisor.backup import BackupManager
 from kdf_remote.supervisor.updater import (
     StepState,
@@ -107,8 +108,16 @@ async def test_good_release_rolls_through_every_instance(fleet: Fleet) -> None:
     """Every instance ends running the new release with a new pid; all data was backed up."""
     before = {n: fleet.sup.status(n).pid for n in NAMES}
     assert fleet.versions() == dict.fromkeys(NAMES, (InstanceState.RUNNING, OLD))
+    events = fleet.sup.subscribe()
     result = await fleet.updater.update(fleet.spec(NEW))
     assert result.outcome is UpdateOutcome.UPDATED, result.reason
+    updating: list[str] = []
+    while len(updating) < len(NAMES):
+        event = await asyncio.wait_for(anext(events), 30)
+        if event.kind is EventKind.STATE and event.state is InstanceState.UPDATING:
+            updating.append(event.name)
+    await events.aclose()
+    assert updating == ["w1", "w2", "main"]  # each went through `updating`, one at a time
     assert fleet.versions() == dict.fromkeys(NAMES, (InstanceState.RUNNING, NEW))
     assert all(fleet.sup.status(n).pid != before[n] for n in NAMES)
     assert [s.name for s in result.progress.steps] == ["w1", "w2", "main"]

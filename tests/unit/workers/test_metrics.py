@@ -8,8 +8,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kdf_remote.supervisor.metrics import DaemonMetrics, LabelLimiter
-from kdf_remote.supervisor.models import ExitInfo, InstanceState, InstanceStatus
-from kdf_remote.supervisor.spec import ResourceLimits
+from kdf_remote.supervisor.models import ExitInfo, InstanceLimits, InstanceState, InstanceStatus
+from kdf_remote.supervisor.resource_limits import Mechanism
 
 pytestmark = pytest.mark.unit
 
@@ -46,7 +46,13 @@ STATUSES = [
         cpu_percent=3.5,
         rss_bytes=150_000_000,
         open_fds=42,
-        limits=ResourceLimits(memory_bytes=512 * 1024 * 1024),
+        limits=InstanceLimits(
+            memory_bytes=512 * 1024 * 1024,
+            mechanism=Mechanism.CGROUP2,
+            in_force=True,
+            memory_enforced=True,
+            detail="cgroup v2 memory.max / cpu.max",
+        ),
         last_exit=ExitInfo(
             code=None, signal="SIGKILL", at=datetime.now(UTC), reason="memory_limit"
         ),

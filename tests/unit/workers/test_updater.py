@@ -65,6 +65,7 @@ class FakeSupervisor:
         self.behaviour = behaviour
         self.calls: list[tuple[str, str]] = []
         self.removed: set[str] = set()
+        self.updating_restarts: list[str] = []
         self._next_pid = 1000
         self.procs: dict[str, _Proc] = {}
         for name, state in states.items():
@@ -128,10 +129,15 @@ class FakeSupervisor:
         proc.state, proc.pid, proc.version = InstanceState.STOPPED, None, None
         return self.status(name)
 
-    async def restart(self, name: str, config: KdfStartupConfig | None = None) -> InstanceStatus:
+    async def restart(
+        self, name: str, config: KdfStartupConfig | None = None, *, updating: bool = False
+    ) -> InstanceStatus:
         self.calls.append(("restart", name))
+        if updating:
+            self.updating_restarts.append(name)
         proc = self.procs[name]
-        proc.state, proc.pid = InstanceState.STOPPED, None
+        proc.state = InstanceState.UPDATING if updating else InstanceState.STOPPED
+        proc.pid = None
         return await self.start(name)
 
 
@@ -205,6 +211,7 @@ async def test_rolling_update_restarts_running_instances_workers_first(tmp_path:
     assert (result.version, result.previous_version) == (NEW, OLD)
     assert rig.sup.calls == [("restart", "w1"), ("start", "w1"), ("restart", "w2"),
                              ("start", "w2"), ("restart", "main"), ("start", "main")]  # fmt: skip
+    assert rig.sup.updating_restarts == ["w1", "w2", "main"]  # status shows `updating`
     assert rig.store.current_version() == NEW
     assert {n: p.version for n, p in rig.sup.procs.items()} == {
         "main": NEW, "w1": NEW, "w2": NEW, "w3": None
