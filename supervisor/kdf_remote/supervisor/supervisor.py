@@ -1118,7 +1118,7 @@ class Supervisor:
             await asyncio.sleep(spec.log_check_interval_s)
             try:
                 await self._check_log(inst)
-                if self._clock() >= next_health:
+                if self._clock() >= next_health or _lacks_first_sample(inst):
                     next_health = self._clock() + spec.health_interval_s
                     if inst.process is not None:
                         with contextlib.suppress(SupervisorError):
@@ -1253,3 +1253,17 @@ class Supervisor:
             await asyncio.wait(list(self._background))
         for stream in list(self._streams):
             stream._offer(None)
+
+
+def _lacks_first_sample(inst: _Instance) -> bool:
+    """A KDF that just reached ``running`` has no sample of its own yet.
+
+    Sampling it on the next monitor pass (not a whole health interval later) gives ``status``
+    its rss and open fds within a second of the start.
+    """
+    proc, sample = inst.process, inst.health
+    return (
+        proc is not None
+        and inst.state is InstanceState.RUNNING
+        and (sample is None or sample.pid != proc.pid)
+    )

@@ -73,6 +73,25 @@ async def test_start_reaches_running_after_version_and_auth(
     assert os.getsid(status.pid) == status.pid  # own session
 
 
+async def test_status_has_process_figures_soon_after_running(
+    supervisor: Supervisor, make_spec: SpecFactory
+) -> None:
+    """rss and open fds appear in status on the next monitor pass, not a health interval later."""
+    await supervisor.add(make_spec(health_interval_s=3600.0))
+    started = await supervisor.start("main", make_config())
+    pid = started.pid
+    assert pid is not None
+
+    def sampled() -> bool:
+        status = supervisor.status("main")
+        return status.rss_bytes is not None and status.open_fds is not None
+
+    await wait_for(sampled)
+    status = supervisor.status("main")
+    assert status.rss_bytes is not None and status.rss_bytes > 0
+    assert status.open_fds is not None and status.open_fds > 0
+
+
 async def test_rpc_injects_the_real_userpass(
     supervisor: Supervisor, make_spec: SpecFactory
 ) -> None:
