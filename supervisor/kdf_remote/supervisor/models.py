@@ -6,7 +6,7 @@ All are frozen msgspec Structs so the daemon can serialise them as they are. Non
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -20,6 +20,7 @@ __all__ = [
     "InstanceState",
     "InstanceStatus",
     "SupervisorEvent",
+    "now_utc",
 ]
 
 
@@ -129,3 +130,8 @@ class SupervisorEvent(msgspec.Struct, frozen=True, kw_only=True):
     exit: ExitInfo | None = None
     delay_s: float | None = None
     detail: str | None = None
+
+
+def now_utc() -> datetime:
+    """The current time, as stamped on exits, health samples and events."""
+    return datetime.now(UTC)

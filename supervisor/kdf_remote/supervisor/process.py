@@ -26,6 +26,7 @@ __all__ = [
     "KdfProcess",
     "ProcessIdentity",
     "RunAs",
+    "describe_returncode",
     "group_members",
     "identity_of",
     "spawn",
@@ -310,3 +311,22 @@ def group_members(pgid: int) -> list[int]:
             if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
                 members.append(process.pid)
     return members
+
+
+def describe_returncode(returncode: int | None) -> tuple[int | None, str | None, str]:
+    """Exit code, signal name and a human reason for KDF's exit status (None: not our child)."""
+    if returncode is None:
+        return None, None, "exited (exit status unknown: not our child)"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return None, name, f"killed by {name}"
+    meaning = {
+        0: "clean exit",
+        1: "startup or config error",
+        101: "panic (e.g. RPC port busy)",
+        134: "abort",
+    }.get(returncode, "error")
+    return returncode, None, f"exited with code {returncode} ({meaning})"
