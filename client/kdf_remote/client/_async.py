@@ -44,10 +44,12 @@ from kdf_remote.client.models import (
     HealthSample,
     InstanceStatus,
     LogLine,
+    RestoreResult,
     RpcReply,
     UpdateRequest,
     UpdateResult,
     Worker,
+    WorkerRemoved,
     WorkerRequest,
 )
 from kdf_remote.client.profiles import Profile
@@ -315,17 +317,22 @@ class AsyncRemoteKdfController:
         """Create (and by default start) a worker."""
         return await self._run(Calls.add_worker(request))
 
-    async def remove_worker(self, name: str) -> None:
-        """Stop and remove a worker."""
-        await self._run(Calls.remove_worker(name))
+    async def remove_worker(self, name: str, *, purge: bool = False) -> WorkerRemoved:
+        """Stop and remove a worker; its data is kept unless `purge`."""
+        return await self._run(Calls.remove_worker(name, purge=purge))
 
     async def capacity(self) -> Capacity:
         """Free ports, memory and CPU left for workers."""
         return await self._run(Calls.capacity())
 
     async def update_kdf(self, request: UpdateRequest) -> UpdateResult:
-        """Install a KDF release, restart, roll back on failure."""
+        """Start installing a KDF release (restart, roll back on failure); returns at once with
+        the update's first progress: follow it with `update_status()`."""
         return await self._run(Calls.update(request))
+
+    async def update_status(self) -> UpdateResult:
+        """The running KDF update, or the outcome of the last one."""
+        return await self._run(Calls.update_status())
 
     async def backups(self, *, instance: str = "main") -> list[Backup]:
         """Backups of an instance's data directory."""
@@ -335,6 +342,6 @@ class AsyncRemoteKdfController:
         """Back up an instance's data directory."""
         return await self._run(Calls.create_backup(instance))
 
-    async def restore_backup(self, backup_id: str, *, instance: str = "main") -> InstanceStatus:
-        """Restore a backup (the daemon stops and restarts the instance around it)."""
+    async def restore_backup(self, backup_id: str, *, instance: str = "main") -> RestoreResult:
+        """Restore a backup into a stopped instance (the archive is verified first)."""
         return await self._run(Calls.restore_backup(instance, backup_id))

@@ -26,11 +26,13 @@ from kdf_remote.client.models import (
     InstanceList,
     InstanceStatus,
     LogLine,
+    RestoreResult,
     RpcReply,
     UpdateRequest,
     UpdateResult,
     Worker,
     WorkerList,
+    WorkerRemoved,
     WorkerRequest,
 )
 
@@ -537,9 +539,16 @@ class Calls:
         )
 
     @staticmethod
-    def remove_worker(name: str) -> Call[None]:
-        """`DELETE /v1/workers/{name}`."""
-        return Call("DELETE", f"{API_PREFIX}/workers/{quote(name, safe='')}", _decode_nothing)
+    def remove_worker(name: str, *, purge: bool = False) -> Call[WorkerRemoved]:
+        """`DELETE /v1/workers/{name}` (`?purge=true` also deletes its data)."""
+        if not name or "/" in name:
+            raise errors.BadRequest(400, "bad_worker", f"not a worker name: {name!r}")
+        return Call(
+            "DELETE",
+            f"{API_PREFIX}/workers/{quote(name, safe='')}",
+            _decoder(WorkerRemoved),
+            params={"purge": "true"} if purge else None,
+        )
 
     @staticmethod
     def capacity() -> Call[Capacity]:
@@ -548,7 +557,7 @@ class Calls:
 
     @staticmethod
     def update(request: UpdateRequest) -> Call[UpdateResult]:
-        """`POST /v1/kdf/update`."""
+        """`POST /v1/kdf/update`: answers 202 with the update's first progress."""
         return Call(
             "POST",
             f"{API_PREFIX}/kdf/update",
@@ -556,6 +565,11 @@ class Calls:
             content=msgspec.json.encode(request),
             idempotent=False,
         )
+
+    @staticmethod
+    def update_status() -> Call[UpdateResult]:
+        """`GET /v1/kdf/update`: the running update, or the last one."""
+        return Call("GET", f"{API_PREFIX}/kdf/update", _decoder(UpdateResult))
 
     @staticmethod
     def backups(name: str) -> Call[list[Backup]]:
@@ -570,12 +584,12 @@ class Calls:
         return Call("POST", f"{_instance(name)}/backups", _decoder(Backup), idempotent=False)
 
     @staticmethod
-    def restore_backup(name: str, backup_id: str) -> Call[InstanceStatus]:
-        """`POST /v1/instances/{name}/backups/{id}/restore`."""
+    def restore_backup(name: str, backup_id: str) -> Call[RestoreResult]:
+        """`POST /v1/instances/{name}/backups/{id}/restore` (the instance must be stopped)."""
         return Call(
             "POST",
             f"{_instance(name)}/backups/{quote(backup_id, safe='')}/restore",
-            _decoder(InstanceStatus),
+            _decoder(RestoreResult),
             idempotent=False,
         )
 

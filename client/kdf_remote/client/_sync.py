@@ -43,10 +43,12 @@ from kdf_remote.client.models import (
     HealthSample,
     InstanceStatus,
     LogLine,
+    RestoreResult,
     RpcReply,
     UpdateRequest,
     UpdateResult,
     Worker,
+    WorkerRemoved,
     WorkerRequest,
 )
 from kdf_remote.client.profiles import Profile
@@ -306,17 +308,22 @@ class RemoteKdfController:
         """Create (and by default start) a worker."""
         return self._run(Calls.add_worker(request))
 
-    def remove_worker(self, name: str) -> None:
-        """Stop and remove a worker."""
-        self._run(Calls.remove_worker(name))
+    def remove_worker(self, name: str, *, purge: bool = False) -> WorkerRemoved:
+        """Stop and remove a worker; its data is kept unless `purge`."""
+        return self._run(Calls.remove_worker(name, purge=purge))
 
     def capacity(self) -> Capacity:
         """Free ports, memory and CPU left for workers."""
         return self._run(Calls.capacity())
 
     def update_kdf(self, request: UpdateRequest) -> UpdateResult:
-        """Install a KDF release, restart, roll back on failure."""
+        """Start installing a KDF release (restart, roll back on failure); returns at once with
+        the update's first progress: follow it with `update_status()`."""
         return self._run(Calls.update(request))
+
+    def update_status(self) -> UpdateResult:
+        """The running KDF update, or the outcome of the last one."""
+        return self._run(Calls.update_status())
 
     def backups(self, *, instance: str = "main") -> list[Backup]:
         """Backups of an instance's data directory."""
@@ -326,6 +333,6 @@ class RemoteKdfController:
         """Back up an instance's data directory."""
         return self._run(Calls.create_backup(instance))
 
-    def restore_backup(self, backup_id: str, *, instance: str = "main") -> InstanceStatus:
-        """Restore a backup (the daemon stops and restarts the instance around it)."""
+    def restore_backup(self, backup_id: str, *, instance: str = "main") -> RestoreResult:
+        """Restore a backup into a stopped instance (the archive is verified first)."""
         return self._run(Calls.restore_backup(instance, backup_id))

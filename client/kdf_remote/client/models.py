@@ -22,12 +22,15 @@ __all__ = [
     "LastExit",
     "Limits",
     "LogLine",
+    "RestoreResult",
     "RpcReply",
     "TokenResponse",
     "UpdateRequest",
     "UpdateResult",
+    "UpdateStep",
     "Worker",
     "WorkerList",
+    "WorkerRemoved",
     "WorkerRequest",
 ]
 
@@ -141,71 +144,148 @@ class LogLine(msgspec.Struct, kw_only=True):
 
 
 class WorkerRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Body of `POST /v1/workers`."""
+    """Body of `POST /v1/workers`.
+
+    `config` is the worker's KDF startup config (required when `start`; the daemon forces
+    loopback RPC on the worker's port and generates the rpc_password when none is given).
+    `memory` (`512M`, `1G` or bytes) and `cpu` (cores) default to the daemon's per-worker limits.
+    """
 
     name: str
-    memory: str | None = None
+    config: dict[str, Any] | None = None
+    memory: str | int | None = None
     cpu: float | None = None
     start: bool = True
 
 
 class Worker(msgspec.Struct, kw_only=True):
-    """A worker instance as the daemon reports it."""
+    """A worker instance as the daemon reports it (its instance status)."""
 
     name: str
     state: str | None = None
+    pid: int | None = None
+    uptime_s: float | None = None
+    restarts: int = 0
+    kdf_version: str | None = None
     rpc_port: int | None = None
+    cpu_percent: float | None = None
+    rss_bytes: int | None = None
+    open_fds: int | None = None
     data_dir: str | None = None
     limits: Limits | None = None
 
 
 class WorkerList(msgspec.Struct, kw_only=True):
-    """The workers of one daemon."""
+    """`GET /v1/workers`."""
 
     workers: list[Worker]
 
 
-class Capacity(msgspec.Struct, kw_only=True):
-    """`GET /v1/capacity`: room left for workers."""
+class WorkerRemoved(msgspec.Struct, kw_only=True):
+    """`DELETE /v1/workers/{name}`: whether its data was deleted, and where it is otherwise."""
 
-    free_ports: list[int] = msgspec.field(default_factory=list)
+    name: str
+    purged: bool = False
+    data_dir: str | None = None
+
+
+class Capacity(msgspec.Struct, kw_only=True):
+    """`GET /v1/capacity`: room left for workers and how limits are enforced."""
+
+    enabled: bool = True
     workers: int = 0
     max_workers: int | None = None
-    memory_free_bytes: int | None = None
-    cpu_free: float | None = None
+    free_ports: list[int] = msgspec.field(default_factory=list)
+    memory_total: int | None = None
+    memory_reserved: int | None = None
+    memory_left: int | None = None
+    memory_per_worker: int | None = None
+    cpu_total: float | None = None
+    cpu_reserved: float | None = None
+    cpu_left: float | None = None
+    cpu_per_worker: float | None = None
+    mechanism: str | None = None
+    """`cgroup2`, `systemd`, `cgroup1` or `rlimit` (RLIMIT_AS plus an RSS watchdog)."""
+    mechanism_detail: str | None = None
 
 
 class UpdateRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Body of `POST /v1/kdf/update`: the release to install (sha256 is required by the daemon)."""
+    """Body of `POST /v1/kdf/update`: the release zip, its sha256, and its version label."""
 
-    version: str | None = None
+    version: str
+    sha256: str
     url: str | None = None
-    sha256: str | None = None
-    instances: list[str] | None = None
+
+
+class UpdateStep(msgspec.Struct, kw_only=True):
+    """One instance's part of an update."""
+
+    name: str
+    was: str | None = None
+    state: str
+    backup_id: str | None = None
+    kdf_version: str | None = None
+    detail: str | None = None
+
+
+#: Outcomes of an update that leave the new release (or an already current one) running.
+UPDATE_SUCCESS = ("updated", "unchanged")
 
 
 class UpdateResult(msgspec.Struct, kw_only=True):
-    """Outcome of a KDF update: the version now running and whether it rolled back."""
+    """A KDF update: progress while `running`, then its `outcome` and `reason`."""
 
-    status: str
-    version: str | None = None
+    id: str
+    version: str
     previous_version: str | None = None
-    rolled_back: bool = False
-    detail: str | None = None
+    phase: str
+    running: bool = False
+    outcome: str | None = None
+    """`updated`, `unchanged`, `rolled_back` or `failed` once finished."""
+    reason: str | None = None
+    steps: list[UpdateStep] = msgspec.field(default_factory=list)
+    started_at: str | float | None = None
+    finished_at: str | float | None = None
+
+    @property
+    def rolled_back(self) -> bool:
+        """An instance failed on the new release and everything went back to the old one."""
+        return self.outcome == "rolled_back"
+
+    @property
+    def succeeded(self) -> bool:
+        """Finished with the new (or already current) release running."""
+        return not self.running and self.outcome in UPDATE_SUCCESS
 
 
 class Backup(msgspec.Struct, kw_only=True):
     """One backup of an instance's KDF data directory."""
 
     id: str
+    instance: str | None = None
     created_at: str | float | None = None
+    label: str | None = None
+    encrypted: bool = False
     size_bytes: int | None = None
+    sha256: str | None = None
+    files: int | None = None
 
 
 class BackupList(msgspec.Struct, kw_only=True):
-    """The backups of one instance."""
+    """`GET /v1/instances/{name}/backups`: oldest first."""
 
     backups: list[Backup]
+    instance: str | None = None
+
+
+class RestoreResult(msgspec.Struct, kw_only=True):
+    """`POST .../backups/{id}/restore`: the instance's data now holds the backup."""
+
+    instance: str
+    backup_id: str
+    files: int | None = None
+    safety_backup: str | None = None
+    """Id of the snapshot of the replaced data (restore it to undo)."""
 
 
 class RpcReply(msgspec.Struct, kw_only=True):

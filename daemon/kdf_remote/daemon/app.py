@@ -19,22 +19,31 @@ from litestar import Litestar
 from litestar.di import Provide
 
 from kdf_remote.daemon.asgi import DaemonApp
+from kdf_remote.daemon.backups import BackupService
 from kdf_remote.daemon.compat.controller import KdfCompatController
 from kdf_remote.daemon.controllers import (
+    BackupsController,
+    CapacityController,
     HealthController,
     InstancesController,
+    KdfUpdateController,
+    MetricsController,
     RpcController,
     SystemController,
+    WorkersController,
     logs_controller,
 )
 from kdf_remote.daemon.errors import exception_handlers
+from kdf_remote.daemon.metrics import http_metrics_middleware, make_metrics
 from kdf_remote.daemon.openapi import openapi_config
 from kdf_remote.daemon.proxy import RpcFastPath, RpcForwarder
 from kdf_remote.daemon.security.plugin import SecurityPlugin
 from kdf_remote.daemon.security.runtime import SecurityRuntime
 from kdf_remote.daemon.services import InstanceService
 from kdf_remote.daemon.streams import StreamLimiter
+from kdf_remote.daemon.updates import UpdateService
 from kdf_remote.daemon.version import daemon_version
+from kdf_remote.daemon.workers import WorkerService
 
 if TYPE_CHECKING:
     from kdf_remote.daemon.settings import Settings
@@ -75,7 +84,12 @@ def create_app(
         from kdf_remote.supervisor.supervisor import Supervisor
 
         supervisor_factory = Supervisor
-    service = InstanceService(settings, supervisor_factory)
+    metrics = make_metrics(settings)
+    service = InstanceService(settings, supervisor_factory, metrics=metrics)
+    metrics.add_instances(service.snapshots)
+    backups = BackupService(settings, service)
+    updates = UpdateService(settings, service, backups, audit=security.audit)
+    workers = WorkerService(settings, service, update_running=lambda: updates.running)
     limiter = StreamLimiter(settings.security.max_streams, settings.security.max_stream_duration)
     forwarder = RpcForwarder(service)
     stop_on_exit = (
@@ -91,6 +105,7 @@ def create_app(
             yield
         finally:
             limiter.close()
+            await updates.close()
             await service.close(stop_instances=stop_on_exit)
 
     litestar = Litestar(
@@ -101,12 +116,22 @@ def create_app(
             HealthController,
             RpcController,
             KdfCompatController,
+            WorkersController,
+            CapacityController,
+            MetricsController,
+            KdfUpdateController,
+            BackupsController,
         ],
         dependencies={
             "service": _provide(service),
             "limiter": _provide(limiter),
             "forwarder": _provide(forwarder),
+            "workers": _provide(workers),
+            "metrics": _provide(metrics),
+            "updates": _provide(updates),
+            "backups": _provide(backups),
         },
+        middleware=[http_metrics_middleware(metrics)],
         exception_handlers=exception_handlers(),
         openapi_config=openapi_config(daemon_version()),
         request_max_body_size=settings.security.max_body_size,

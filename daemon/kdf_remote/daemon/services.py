@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -32,6 +35,7 @@ from kdf_remote.daemon.schemas import (
     StateEventOut,
     StoredConfigOut,
 )
+from kdf_remote.daemon.security.process import kdf_user
 from kdf_remote.daemon.streams import SseEvent, merge
 from kdf_remote.kdf.config import SECRET_FIELDS, KdfStartupConfig, decode_startup_config
 from kdf_remote.kdf.errors import KdfConfigError, KdfProtocolError
@@ -44,9 +48,10 @@ from kdf_remote.supervisor.spec import InstanceSpec, Timeouts
 if TYPE_CHECKING:
     from kdf_remote.daemon.settings import Settings
     from kdf_remote.kdf.transport import RawResponse
+    from kdf_remote.supervisor.metrics import DaemonMetrics
     from kdf_remote.supervisor.supervisor import Supervisor
 
-__all__ = ["MAIN", "InstanceService", "main_spec"]
+__all__ = ["MAIN", "InstanceService", "main_spec", "rpc_method_label"]
 
 
 MAIN = "main"
@@ -56,12 +61,41 @@ START_FAILURE_LOG_LINES = 3
 """KDF log lines quoted when a start fails (KDF says why on its last lines)."""
 
 
-def main_spec(settings: Settings) -> InstanceSpec:
-    """The spec of ``main`` from the ``kdf:`` and ``daemon:`` sections."""
+class _MethodOnly(msgspec.Struct):
+    method: object = None
+
+
+_method_decoder = msgspec.json.Decoder(_MethodOnly)
+
+
+def rpc_method_label(body: bytes) -> str:
+    """The metric label of an RPC body: its method, ``batch``, or ``invalid``.
+
+    Decodes into a one-field Struct, so the rest of the body is skipped, not built: this runs
+    on every proxied call.
+    """
+    head = body[:1]
+    if head.isspace():
+        head = body.lstrip()[:1]
+    if head == b"[":
+        return "batch"
+    try:
+        method = _method_decoder.decode(body).method
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return "invalid"
+    return method if isinstance(method, str) and method else "invalid"
+
+
+def main_spec(settings: Settings, binary_path: Path | None = None) -> InstanceSpec:
+    """The spec of ``main`` from the ``kdf:`` and ``daemon:`` sections.
+
+    ``binary_path`` replaces ``kdf.binary_path`` (the release store's ``current`` binary when
+    ``kdf.bin_dir`` is set).
+    """
     kdf = settings.kdf
     return InstanceSpec(
         name=MAIN,
-        binary_path=kdf.binary_path,
+        binary_path=binary_path or kdf.binary_path,
         data_dir=kdf.data_dir,
         run_dir=settings.daemon.state_dir / "instances" / MAIN,
         rpc_port=kdf.rpc_port,
@@ -72,6 +106,7 @@ def main_spec(settings: Settings) -> InstanceSpec:
         log_max_bytes=kdf.log_max_size,
         log_backups=kdf.log_backups,
         health_interval_s=settings.daemon.health_check_interval,
+        user=kdf_user(kdf.run_as),
     )
 
 
@@ -123,11 +158,21 @@ def _event_out(event: SupervisorEvent) -> StateEventOut:
 class InstanceService:
     """Instances as the REST API sees them."""
 
-    def __init__(self, settings: Settings, supervisor_factory: Callable[[], Supervisor]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        supervisor_factory: Callable[[], Supervisor],
+        *,
+        binary_path: Path | None = None,
+        metrics: DaemonMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self._factory = supervisor_factory
         self._supervisor: Supervisor | None = None
-        self._specs = {MAIN: main_spec(settings)}
+        self._specs = {MAIN: main_spec(settings, binary_path)}
+        self._metrics = metrics
+        self._before_open: list[Callable[[], None]] = []
+        self._after_open: list[Callable[[Supervisor], Awaitable[None]]] = []
 
     @property
     def supervisor(self) -> Supervisor:
@@ -142,12 +187,29 @@ class InstanceService:
 
     # -- lifecycle of the service ---------------------------------------------------------
 
+    def on_open(
+        self,
+        *,
+        before: Callable[[], None] | None = None,
+        after: Callable[[Supervisor], Awaitable[None]] | None = None,
+    ) -> None:
+        """Run ``before`` ahead of registering instances and ``after`` once they are registered
+        (every server start). ``before`` may still change the specs (e.g. a release store)."""
+        if before is not None:
+            self._before_open.append(before)
+        if after is not None:
+            self._after_open.append(after)
+
     async def open(self) -> None:
         """Register every configured instance; a KDF left running is re-adopted."""
+        for before in self._before_open:
+            before()
         supervisor = self._factory()
         for spec in self._specs.values():
             await supervisor.add(spec)
         self._supervisor = supervisor
+        for after in self._after_open:
+            await after(supervisor)
 
     async def close(self, *, stop_instances: bool) -> None:
         """Let go of the supervisor; KDF keeps running unless ``stop_instances``."""
@@ -160,6 +222,51 @@ class InstanceService:
     def names(self) -> list[str]:
         """Every registered instance, ``main`` first."""
         return sorted(self.supervisor.names(), key=lambda n: (n != MAIN, n))
+
+    def snapshots(self) -> list[InstanceStatus]:
+        """The supervisor's status of every instance; empty while the service is not open."""
+        supervisor = self._supervisor
+        if supervisor is None:
+            return []
+        out = []
+        for name in supervisor.names():
+            with contextlib.suppress(sup_errors.SupervisorError):
+                out.append(supervisor.status(name))
+        return out
+
+    # -- the set of instances -------------------------------------------------------------
+
+    def specs(self) -> list[InstanceSpec]:
+        """The spec of every instance the service registers, ``main`` first."""
+        return list(self._specs.values())
+
+    def spec(self, name: str) -> InstanceSpec:
+        """The spec of ``name`` (404 when unknown)."""
+        return self._spec(name)
+
+    def register(self, spec: InstanceSpec) -> None:
+        """Add ``spec`` to the instances registered when the service opens (before ``open``)."""
+        self._specs[spec.name] = spec
+
+    async def add_instance(self, spec: InstanceSpec) -> InstanceStatusOut:
+        """Register a new instance with the running supervisor (re-adopting a live KDF)."""
+        with _api_errors(spec.name):
+            status = await self.supervisor.add(spec)
+        self._specs[spec.name] = spec
+        return _status_out(status)
+
+    async def remove_instance(self, name: str) -> None:
+        """Stop ``name`` gracefully and forget it (its files stay)."""
+        with _api_errors(name):
+            await self.supervisor.remove(name)
+        self._specs.pop(name, None)
+
+    def set_binary(self, binary_path: Path) -> None:
+        """Make every spec registered from now on run ``binary_path`` (before ``open``)."""
+        self._specs = {
+            name: dataclasses.replace(spec, binary_path=binary_path)
+            for name, spec in self._specs.items()
+        }
 
     def status(self, name: str) -> InstanceStatusOut:
         """Status of one instance."""
@@ -197,7 +304,11 @@ class InstanceService:
         Raises:
             BadRequestError: the config is invalid (the message names the field).
         """
-        spec = self._spec(name)
+        return self.prepare_config_for(self._spec(name), body)
+
+    def prepare_config_for(self, spec: InstanceSpec, body: bytes) -> KdfStartupConfig:
+        """:meth:`prepare_config` for an instance described by ``spec`` (maybe not yet added)."""
+        name = spec.name
         try:
             config = decode_startup_config(body)
         except KdfConfigError as exc:
@@ -287,8 +398,19 @@ class InstanceService:
         Every method goes through, ``stop`` included: the supervisor records a KDF that exits 0
         after its ``stop`` call as stopped, not crashed.
         """
-        with _api_errors(name):
-            return await self.supervisor.rpc(name, body)
+        metrics = self._metrics
+        if metrics is None:
+            with _api_errors(name):
+                return await self.supervisor.rpc(name, body)
+        began = time.perf_counter()
+        ok = False
+        try:
+            with _api_errors(name):
+                answer = await self.supervisor.rpc(name, body)
+            ok = True
+            return answer
+        finally:
+            metrics.observe_rpc(name, rpc_method_label(body), time.perf_counter() - began, ok=ok)
 
     # -- logs and health ------------------------------------------------------------------
 

@@ -34,9 +34,11 @@ from kdf_remote.daemon.units import (
     parse_port_range,
     parse_size,
 )
+from kdf_remote.kdf.release import ReleaseConfigError, parse_origin
 
 __all__ = [
     "ApiKeyEntry",
+    "BackupSection",
     "DaemonSection",
     "IPNetwork",
     "JwtSection",
@@ -156,6 +158,28 @@ class KdfSection(msgspec.Struct, frozen=True, kw_only=True):
     stop_timeout: float = 10.0
     log_max_size: int = 10 * 1024**2
     log_backups: int = 3
+    bin_dir: Path | None = None
+    """Release store for ``POST /v1/kdf/update``: instances then run ``<bin_dir>/current/kdf``
+    and ``binary_path`` is adopted as the first release. None: updates are refused (409)."""
+    release_origins: tuple[str, ...] = ()
+    """Origins (``scheme://host[:port]``) release zips may be downloaded from."""
+    update_order: str = "last"
+    """``last``: workers restart first and ``main`` last; ``first``: ``main`` first."""
+    run_as: str | None = None
+    """The unprivileged account KDF runs as when the daemon runs as root. Unset: ``kdf`` if that
+    account exists (the bootstrap creates it), else KDF inherits the daemon's user with a
+    warning. Set: the account must exist, or start-up is refused."""
+
+
+class BackupSection(msgspec.Struct, frozen=True, kw_only=True):
+    """``backup:``: snapshots of instance data directories."""
+
+    dir: Path | None = None
+    """Where archives live; default ``<daemon.state_dir>/backups``."""
+    retention: int = 5
+    """Backups kept per instance (the oldest beyond it are deleted)."""
+    encrypt: bool = False
+    """AES-256-GCM, key in ``<daemon.state_dir>/backup.key`` (0600, made on first use)."""
 
 
 class ApiKeyEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -238,6 +262,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kdf: KdfSection
     security: SecuritySection
     kdf_compat: KdfCompatSection
+    backup: BackupSection = BackupSection()
     source: Path | None = None
     """The file these settings came from, when they came from one."""
 
@@ -594,6 +619,32 @@ def _read_kdf(sec: _Section) -> KdfSection:
         stop_timeout=sec.get("stop_timeout", _duration, d.stop_timeout),
         log_max_size=sec.get("log_max_size", _size, d.log_max_size),
         log_backups=sec.get("log_backups", _non_negative_int, d.log_backups),
+        bin_dir=sec.get("bin_dir", _optional(_path), d.bin_dir),
+        release_origins=sec.get(
+            "release_origins", _list_of(_release_origin, "http(s) origins"), d.release_origins
+        ),
+        update_order=sec.get("update_order", _choice(("first", "last")), d.update_order),
+    )
+    sec.finish()
+    return result
+
+
+def _release_origin(ctx: _Context, node: Node) -> str:
+    text = _text(ctx, node)
+    try:
+        return str(parse_origin(text, field_name="release_origins"))
+    except ReleaseConfigError:
+        raise _BadValueError(
+            "an http(s) origin such as https://github.com (scheme://host[:port], no path)"
+        ) from None
+
+
+def _read_backup(sec: _Section) -> BackupSection:
+    d = BackupSection()
+    result = BackupSection(
+        dir=sec.get("dir", _optional(_path), d.dir),
+        retention=sec.get("retention", _positive_int, d.retention),
+        encrypt=sec.get("encrypt", _bool, d.encrypt),
     )
     sec.finish()
     return result
@@ -829,6 +880,7 @@ def parse_settings(
         kdf=_read_kdf(top.sub("kdf")),
         security=_read_security(top.sub("security"), daemon.state_dir),
         kdf_compat=_read_kdf_compat(top.sub("kdf_compat")),
+        backup=_read_backup(top.sub("backup")),
         source=Path(source) if source else None,
     )
     top.finish()

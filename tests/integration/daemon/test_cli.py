@@ -53,8 +53,8 @@ def test_bad_files_fail_with_every_problem(tmp_path: Path) -> None:
         f"{path}:5: kdf.stop_timeout: got 'soon', expected a duration such as 500ms, 30s, 10m "
         "or 1h",
         f"{path}:8: security.rate_limit.requests_per_minute: got '0', expected a positive integer",
-        f"{path}:9: surprise: unknown key, expected one of: daemon, kdf, kdf_compat, security, "
-        "worker_support",
+        f"{path}:9: surprise: unknown key, expected one of: backup, daemon, kdf, kdf_compat, "
+        "security, worker_support",
     ]
     for args in (("check-config", str(path)), ("--config", str(path))):
         result = _run(*args)

@@ -81,26 +81,46 @@ async def test_unregistered_routes_and_methods_also_deny(
     assert response.status_code == 401
 
 
-def test_every_handler_declares_the_role_of_design_md(app: DaemonApp) -> None:
-    """Each /v1/instances handler has a guard for viewer (GET) or operator (POST, PUT).
+ADMIN_ROUTES = {
+    ("/v1/instances/{name:str}/kdf-compat", "GET"),
+    ("/v1/instances/{name:str}/backups/{backup_id:str}/restore", "POST"),
+    ("/v1/workers", "POST"),
+    ("/v1/workers/{name:str}", "DELETE"),
+    ("/v1/kdf/update", "POST"),
+}
+"""Admin routes (design.md, issue 7): workers, KDF updates, restores, and the kdf_compat
+connection details (they carry the instance's rpc_password)."""
+VIEWER_ROUTES_OUTSIDE_INSTANCES = {
+    ("/v1/workers", "GET"),
+    ("/v1/capacity", "GET"),
+    ("/v1/metrics", "GET"),
+    ("/v1/kdf/update", "GET"),
+}
 
-    The one exception is the kdf_compat connection details: they carry the instance's
-    rpc_password, so they are admin-only.
-    """
+
+def test_every_handler_declares_the_role_of_design_md(app: DaemonApp) -> None:
+    """Each /v1/instances handler has a guard for viewer (GET) or operator (POST, PUT), except
+    the admin routes; the worker, capacity, metrics and update routes have theirs."""
     seen = 0
     for route in app.litestar.routes:
         for handler in getattr(route, "route_handlers", ()):
             methods = set(handler.http_methods) - {"OPTIONS"}
-            if not methods or not route.path.startswith("/v1/instances"):
+            if not methods:
                 continue
-            if route.path.endswith("/kdf-compat"):
+            (method,) = methods
+            key = (route.path, method)
+            if key in ADMIN_ROUTES:
                 expected = Role.ADMIN
+            elif key in VIEWER_ROUTES_OUTSIDE_INSTANCES:
+                expected = Role.VIEWER
+            elif route.path.startswith("/v1/instances"):
+                expected = Role.VIEWER if method == "GET" else Role.OPERATOR
             else:
-                expected = Role.VIEWER if methods == {"GET"} else Role.OPERATOR
+                continue
             assert handler.opt.get(ROLE_OPT) is expected, (route.path, methods)
             assert handler.guards, route.path
             seen += 1
-    assert seen == 10
+    assert seen == 20
 
 
 async def test_error_shape_for_unknown_instances(http: httpx.AsyncClient) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 
 import pytest
 
 from kdf_remote.daemon.security.errors import SecurityConfigError
-from kdf_remote.daemon.security.process import resolve_run_as
+from kdf_remote.daemon.security.process import DEFAULT_KDF_USER, kdf_user, resolve_run_as
 from kdf_remote.daemon.security.runtime import SecurityRuntime
 from kdf_remote.daemon.security.systemd import DaemonUnit, render_daemon_unit
 from kdf_remote.daemon.security.tls import check_listen_address
@@ -97,3 +98,21 @@ def test_unit_carries_the_documented_hardening() -> None:
     ):
         assert line in text.splitlines()
     assert "CAP_SYS_ADMIN" not in text
+
+
+def test_kdf_run_as_setting_picks_the_account(caplog: pytest.LogCaptureFixture) -> None:
+    """kdf.run_as: explicit accounts must exist; unset means `kdf` if it exists, else a warning."""
+    kdf_user.cache_clear()
+    assert kdf_user("nobody", euid=1000) is None  # unprivileged daemon: KDF inherits its user
+    assert kdf_user("nobody", euid=0) == "nobody"
+    with pytest.raises(SecurityConfigError, match="kdf user"):
+        kdf_user("no-such-user-kdf-remote", euid=0)
+    try:
+        pwd.getpwnam(DEFAULT_KDF_USER)
+    except KeyError:
+        with caplog.at_level("WARNING", logger="kdf_remote.daemon.security"):
+            assert kdf_user(None, euid=0) is None
+        assert "KDF runs as root" in caplog.text
+    else:
+        assert kdf_user(None, euid=0) == DEFAULT_KDF_USER
+    kdf_user.cache_clear()

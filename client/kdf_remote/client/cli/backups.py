@@ -58,11 +58,18 @@ def list_(instance: str = "main", /, *, options: Options = DEFAULT) -> int:
         from kdf_remote.client.cli.render import human_bytes
 
         table = Table(header_style="bold")
-        for column in ("ID", "CREATED", "SIZE"):
+        for column in ("ID", "CREATED", "LABEL", "SIZE", "FILES", "ENCRYPTED"):
             table.add_column(column)
         for backup in backups:
             created = "-" if backup.created_at is None else str(backup.created_at)
-            table.add_row(backup.id, created, human_bytes(backup.size_bytes))
+            table.add_row(
+                backup.id,
+                created,
+                backup.label or "-",
+                human_bytes(backup.size_bytes),
+                "-" if backup.files is None else str(backup.files),
+                "yes" if backup.encrypted else "no",
+            )
         console().print(table)
         return EXIT_OK
 
@@ -70,7 +77,8 @@ def list_(instance: str = "main", /, *, options: Options = DEFAULT) -> int:
 
 
 def restore(instance: str, backup_id: str, /, *, options: Options = DEFAULT) -> int:
-    """Restore a backup into an instance (the daemon stops and restarts it around the restore).
+    """Restore a backup into a stopped instance (the daemon verifies the archive first and
+    snapshots the data it replaces).
 
     Parameters
     ----------
@@ -82,11 +90,14 @@ def restore(instance: str, backup_id: str, /, *, options: Options = DEFAULT) -> 
 
     def body() -> int:
         with remote_controller(options) as kdf, progress(options, f"restoring {backup_id}..."):
-            status = kdf.restore_backup(backup_id, instance=instance)
+            result = kdf.restore_backup(backup_id, instance=instance)
         if options.json:
-            print_json(status)
+            print_json(result)
         else:
-            console().print(f"{escape(instance)} restored from {escape(backup_id)}: {status.state}")
+            undo = f"; undo with backup {result.safety_backup}" if result.safety_backup else ""
+            console().print(
+                escape(f"{instance} restored from {backup_id} ({result.files} files){undo}")
+            )
         return EXIT_OK
 
     return run(options, body)

@@ -75,7 +75,7 @@ def _show_status(options: Options, status: InstanceStatus) -> None:
     console().print(instances_table([status]))
 
 
-def _read_config(path: Path | None) -> dict[str, Any] | None:
+def read_config(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
     try:
@@ -124,7 +124,7 @@ def start(
     """
 
     def body() -> int:
-        startup = _read_config(config)
+        startup = read_config(config)
         with _controller(options) as kdf:
             with progress(options, f"starting {instance}..."):
                 status = (
@@ -182,7 +182,7 @@ def restart(
     """
 
     def body() -> int:
-        startup = _read_config(config)
+        startup = read_config(config)
         with _controller(options) as kdf:
             with progress(options, f"restarting {instance}..."):
                 status = kdf.restart(startup, instance=instance)
@@ -434,6 +434,10 @@ def _live_health(events: Any) -> None:
 # --- update and rpc -----------------------------------------------------------------------------
 
 
+UPDATE_POLL_S = 0.5
+"""Seconds between two reads of the update's progress."""
+
+
 def update(
     instance: str = "main",
     /,
@@ -441,44 +445,77 @@ def update(
     version: str | None = None,
     url: str | None = None,
     sha256: str | None = None,
+    timeout: float = 1800.0,
     options: Options = DEFAULT,
 ) -> int:
-    """Install another KDF release on the daemon; it restarts KDF and rolls back on failure.
+    """Install a KDF release on the daemon: every instance restarts on it, one at a time, and
+    everything rolls back when one does not come back. Shows the progress until it ends.
+
+    Exit 0 when the release runs, 1 when the update was refused or rolled back.
 
     Parameters
     ----------
     instance
-        Instance to update.
+        Accepted for the design's `update <instance>` form; the release is shared, so every
+        instance of the daemon moves to it (workers first, `main` last by default).
     version
-        Release version (the daemon's pinned release for that version).
+        Release version label, e.g. `2.5.1-beta`.
     url
-        Release archive URL (needs --sha256).
+        Release zip URL, on an origin the daemon allows (`kdf.release_origins`).
     sha256
-        Expected SHA-256 of the archive.
+        SHA-256 of the zip: nothing changes unless the download matches it.
+    timeout
+        Seconds to follow the update before giving up watching (it keeps running).
     """
-    if url is not None and sha256 is None:
-        return run(options, _raise(UsageError("--url needs --sha256: releases are verified")))
+    if version is None or sha256 is None or url is None:
+        return run(options, _raise(UsageError("--version, --url and --sha256 are all needed")))
 
     def body() -> int:
+        import time
+
         from kdf_remote.client.models import UpdateRequest
 
-        request = UpdateRequest(version=version, url=url, sha256=sha256, instances=[instance])
-        with remote_controller(options) as kdf, progress(options, f"updating {instance}..."):
+        request = UpdateRequest(version=version, url=url, sha256=sha256)
+        with (
+            remote_controller(options) as kdf,
+            progress(options, f"updating KDF to {version}...") as show,
+        ):
             result = kdf.update_kdf(request)
+            deadline = time.monotonic() + timeout
+            while result.running and time.monotonic() < deadline:
+                show(_update_line(result))
+                time.sleep(UPDATE_POLL_S)
+                result = kdf.update_status()
         if options.json:
             print_json(result)
         else:
-            shown = f"{result.status}: KDF {result.version or '?'}"
-            if result.rolled_back:
-                shown += (
-                    f" (rolled back from a failed update; {result.detail or 'see the daemon log'})"
-                )
-            console().print(escape(shown))
-        return (
-            EXIT_FAILED if result.rolled_back or result.status not in ("ok", "updated") else EXIT_OK
-        )
+            _print_update(result, instance)
+        return EXIT_OK if result.succeeded else EXIT_FAILED
 
     return run(options, body)
+
+
+def _update_line(result: Any) -> str:
+    """One progress line: phase, then the instance being restarted."""
+    active = [s.name for s in result.steps if s.state in ("restarting", "rolling_back")]
+    where = f" ({', '.join(active)})" if active else ""
+    return f"KDF {result.version}: {result.phase.replace('_', ' ')}{where}"
+
+
+def _print_update(result: Any, instance: str) -> None:
+    out = console()
+    if result.running:
+        out.print(escape(f"still running: {_update_line(result)}; see `kdf-remote update` again"))
+        return
+    outcome = result.outcome or result.phase
+    out.print(escape(f"{outcome}: KDF {result.version} (was {result.previous_version or '-'})"))
+    if result.reason:
+        out.print(escape(result.reason))
+    for step in result.steps:
+        mark = "*" if step.name == instance else " "
+        version = f" {step.kdf_version}" if step.kdf_version else ""
+        detail = f" - {step.detail}" if step.detail else ""
+        out.print(escape(f"{mark} {step.name}: {step.state}{version}{detail}"))
 
 
 def _parse_params(params: str | None) -> Any:

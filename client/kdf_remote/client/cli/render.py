@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from rich.table import Table
 from rich.text import Text
 
-from kdf_remote.client.models import HealthSample, InstanceStatus, Worker
+from kdf_remote.client.models import HealthSample, InstanceStatus, Limits, Worker
 
 __all__ = [
     "health_table",
@@ -90,6 +90,7 @@ def instances_table(statuses: Sequence[InstanceStatus], *, title: str | None = N
         "RPC",
         "CPU",
         "RSS",
+        "LIMITS",
     ):
         table.add_column(
             column,
@@ -107,8 +108,17 @@ def instances_table(statuses: Sequence[InstanceStatus], *, title: str | None = N
             _dash(status.rpc_port),
             "-" if status.cpu_percent is None else f"{status.cpu_percent:.1f}%",
             human_bytes(status.rss_bytes),
+            _limits(status.limits),
         )
     return table
+
+
+def _limits(limits: Limits | None) -> str:
+    if limits is None or (limits.memory_bytes is None and limits.cpu is None):
+        return "-"
+    memory = human_bytes(limits.memory_bytes) if limits.memory_bytes is not None else "-"
+    cpu = f"{limits.cpu:g} cpu" if limits.cpu is not None else "- cpu"
+    return f"{memory} / {cpu}"
 
 
 def health_table(sample: HealthSample) -> Table:
@@ -141,15 +151,18 @@ def health_table(sample: HealthSample) -> Table:
 def workers_table(workers: Sequence[Worker]) -> Table:
     """One row per worker."""
     table = Table(header_style="bold")
-    for column in ("NAME", "STATE", "RPC", "MEMORY", "CPU"):
+    for column in ("NAME", "STATE", "PID", "RPC", "UPTIME", "RESTARTS", "CPU", "RSS", "LIMITS"):
         table.add_column(column)
     for worker in workers:
-        limits = worker.limits
         table.add_row(
             worker.name,
             state_text(worker.state or "-"),
+            _dash(worker.pid),
             _dash(worker.rpc_port),
-            human_bytes(limits.memory_bytes) if limits else "-",
-            _dash(limits.cpu) if limits else "-",
+            human_duration(worker.uptime_s),
+            str(worker.restarts),
+            "-" if worker.cpu_percent is None else f"{worker.cpu_percent:.1f}%",
+            human_bytes(worker.rss_bytes),
+            _limits(worker.limits),
         )
     return table

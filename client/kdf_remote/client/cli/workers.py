@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kdf_remote.client.cli._common import (
     DEFAULT,
     EXIT_OK,
@@ -31,10 +33,11 @@ def list_(*, options: Options = DEFAULT) -> int:
         out = console()
         out.print(workers_table(workers))
         limit = "-" if capacity.max_workers is None else str(capacity.max_workers)
+        cpu_left = "-" if capacity.cpu_left is None else f"{capacity.cpu_left:g}"
         out.print(
             f"workers {capacity.workers}/{limit}, free ports {len(capacity.free_ports)}, "
-            f"memory left {human_bytes(capacity.memory_free_bytes)}, "
-            f"cpu left {'-' if capacity.cpu_free is None else capacity.cpu_free}"
+            f"memory left {human_bytes(capacity.memory_left)}, cpu left {cpu_left}, "
+            f"limits by {capacity.mechanism or '-'}"
         )
         return EXIT_OK
 
@@ -45,6 +48,7 @@ def add(
     name: str,
     /,
     *,
+    config: Path | None = None,
     memory: str | None = None,
     cpu: float | None = None,
     start: bool = True,
@@ -56,6 +60,9 @@ def add(
     ----------
     name
         Worker name.
+    config
+        JSON file with the worker's KDF startup config (default: a minimal offline config;
+        the daemon generates the rpc_password).
     memory
         Memory limit, e.g. `512M` (default: the daemon's per-worker limit).
     cpu
@@ -65,9 +72,14 @@ def add(
     """
 
     def body() -> int:
+        from kdf_remote.client._core import DEFAULT_STARTUP_CONFIG
+        from kdf_remote.client.cli.instances import read_config
         from kdf_remote.client.models import WorkerRequest
 
-        request = WorkerRequest(name=name, memory=memory, cpu=cpu, start=start)
+        startup = read_config(config)
+        if startup is None and start:
+            startup = dict(DEFAULT_STARTUP_CONFIG)
+        request = WorkerRequest(name=name, config=startup, memory=memory, cpu=cpu, start=start)
         with remote_controller(options) as kdf:
             worker = kdf.add_worker(request)
         if options.json:
@@ -82,22 +94,25 @@ def add(
     return run(options, body)
 
 
-def remove(name: str, /, *, options: Options = DEFAULT) -> int:
-    """Stop and remove a worker.
+def remove(name: str, /, *, purge: bool = False, options: Options = DEFAULT) -> int:
+    """Stop and remove a worker (its data is kept unless --purge).
 
     Parameters
     ----------
     name
         Worker name.
+    purge
+        Also delete the worker's data directory and files.
     """
 
     def body() -> int:
         with remote_controller(options) as kdf:
-            kdf.remove_worker(name)
+            removed = kdf.remove_worker(name, purge=purge)
         if options.json:
-            print_json({"removed": name})
+            print_json(removed)
         else:
-            console().print(f"worker [bold]{escape(name)}[/] removed")
+            kept = "data deleted" if removed.purged else f"data kept in {removed.data_dir}"
+            console().print(f"worker [bold]{escape(name)}[/] removed ({escape(kept)})")
         return EXIT_OK
 
     return run(options, body)
