@@ -39,6 +39,7 @@ import psutil
 
 # bench/ is the script's own directory (first on sys.path), but not on mypy's path.
 from _nginx import NginxProxy, free_port  # type: ignore[import-not-found]
+from kdf_remote.daemon.security.tokens import create_jwt_key_file
 
 BIN = Path(sys.executable).parent
 API_KEY = "bench-admin-key-0123456789"
@@ -120,8 +121,13 @@ def write_config(root: Path, port: int, rpc_port: int) -> Path:
         f"kdf: {{binary_path: {BIN / 'kdf-sim'}, data_dir: {root / 'data'}, "
         f"rpc_port: {rpc_port}}}\n"
         "worker_support: {enabled: false}\n"
-        f"security: {{api_keys: [{API_KEY}]}}\n"
+        "security:\n"
+        f"  api_keys: [{API_KEY}]\n"
+        # The benchmark measures the proxy, not the rate limiter (which would answer 429).
+        "  rate_limit: {requests_per_minute: 100000000}\n"
     )
+    # The daemon refuses to start without its token-signing key (made at install time).
+    create_jwt_key_file(root / "state" / "jwt.key")
     return path
 
 

@@ -23,6 +23,7 @@ from google.protobuf import json_format  # type: ignore[import-untyped]
 from pulumi.runtime import config as runtime_config
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
 
+from kdf_remote.infra.bootstrap_script import InstallTarget
 from kdf_remote.infra.program import build, read_config
 from kdf_remote.infra.settings import parse_settings
 
@@ -244,9 +245,14 @@ def deploy(
     *,
     secret_keys: tuple[str, ...] = (),
     stack: str = "test",
+    mocks: Mocks | None = None,
+    target: InstallTarget | None = None,
 ) -> Deployment:
-    """Build the program under mocks with full config keys (``kdf-remote:provider``, ...)."""
-    mocks = KdfMocks()
+    """Build the program under mocks with full config keys (``kdf-remote:provider``, ...).
+
+    ``mocks`` defaults to :class:`KdfMocks`; ``target`` is passed to the program's ``build``.
+    """
+    mocks = mocks or KdfMocks()
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(
         mocks, project="kdf-remote", stack=stack, preview=False, monitor=monitor
@@ -264,7 +270,7 @@ def deploy(
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def program() -> pulumi.Output[None]:
-        outputs = build(parse_settings(read_config()))
+        outputs = build(parse_settings(read_config()), target=target)
         return pulumi.Output.from_input(collect(outputs.exports()))
 
     program()

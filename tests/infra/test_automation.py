@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,7 +71,7 @@ def test_up_passes_namespaced_config_and_returns_plain_outputs(
 ) -> None:
     """Config keys get the kdf-remote namespace, values JSON text; outputs come back plain."""
     stack = _FakeStack()
-    monkeypatch.setattr(automation, "_stack", lambda name, create: stack)
+    monkeypatch.setattr(automation, "_stack", lambda name, create, work_dir=None: stack)
     lines: list[str] = []
     result = automation.up(
         "dev",
@@ -100,7 +101,9 @@ def test_engine_failure_becomes_deploy_error(monkeypatch: pytest.MonkeyPatch) ->
     failure = auto.CommandError(
         auto.CommandResult(stdout="", stderr="error: bootstrap failed", code=1)
     )
-    monkeypatch.setattr(automation, "_stack", lambda name, create: _FakeStack(fail_with=failure))
+    monkeypatch.setattr(
+        automation, "_stack", lambda name, create, work_dir=None: _FakeStack(fail_with=failure)
+    )
     with pytest.raises(automation.DeployError, match="bootstrap failed"):
         automation.up("dev", "aws", {})
 
@@ -108,14 +111,31 @@ def test_engine_failure_becomes_deploy_error(monkeypatch: pytest.MonkeyPatch) ->
 def test_destroy_and_outputs_use_the_existing_stack(monkeypatch: pytest.MonkeyPatch) -> None:
     """destroy() and outputs() select (never create) the stack."""
     stack = _FakeStack()
-    calls: list[tuple[str, bool]] = []
+    calls: list[tuple[str, bool, Path | None]] = []
 
-    def select(name: str, create: bool) -> _FakeStack:
-        calls.append((name, create))
+    def select(name: str, create: bool, work_dir: Path | None = None) -> _FakeStack:
+        calls.append((name, create, work_dir))
         return stack
 
     monkeypatch.setattr(automation, "_stack", select)
-    automation.destroy("dev")
+    automation.destroy("dev", work_dir=Path("/srv/project"))
     assert stack.destroyed
     assert automation.outputs("dev") == {"server_ip": "198.51.100.7"}
-    assert calls == [("dev", False), ("dev", False)]
+    assert calls == [("dev", False, Path("/srv/project")), ("dev", False, None)]
+
+
+def test_project_dir_is_the_one_holding_this_projects_pulumi_yaml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """work_dir must hold kdf-remote's Pulumi.yaml; without one, the cwd is used only if it does."""
+    checkout = Path(__file__).resolve().parents[2]
+    assert automation._project_dir(checkout) == checkout
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Pulumi.yaml").write_text("name: someone-else\nruntime: python\n")
+    with pytest.raises(automation.InfraError, match=r"no Pulumi\.yaml of the kdf-remote project"):
+        automation._project_dir(other)
+    monkeypatch.chdir(other)
+    assert automation._project_dir(None) is None
+    monkeypatch.chdir(checkout)
+    assert automation._project_dir(None) == checkout

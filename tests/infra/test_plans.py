@@ -23,9 +23,8 @@ from kdf_remote.infra.firewall_rules import (
     render_ufw_removal,
 )
 from kdf_remote.infra.fleet_plan import plan_nodes, provider_regions
-from kdf_remote.infra.secret_values import MIN_RANDOM_CHARS, api_key_hash, kdf_rpc_password
+from kdf_remote.infra.secret_values import api_key_from_random, api_key_hash
 from kdf_remote.infra.settings import Settings, parse_settings
-from kdf_remote.kdf.password import check_password
 from kdf_remote.kdf.ports import p2p_ports
 
 pytestmark = pytest.mark.unit
@@ -191,27 +190,15 @@ def test_existing_host_needs_no_cloud_provider() -> None:
     assert provider_regions(nodes) == ()
 
 
-def _collapsed_length(raw: str) -> int:
-    return sum(1 for i, c in enumerate(raw) if not (i >= 2 and raw[i - 1] == raw[i - 2] == c))
+def test_api_key_has_the_daemon_key_format() -> None:
+    """The deploy key is `kdfr_` + 43 characters, the daemon's own format; bad input is refused."""
+    from kdf_remote.daemon.security.keystore import API_KEY_PATTERN
 
-
-@settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.characters(codec="ascii", categories=["L", "N", "P"]), max_size=40))
-def test_rpc_password_passes_kdf_policy_or_refuses(raw: str) -> None:
-    """The derived rpc_password always passes KDF's policy; only degenerate input is refused."""
-    if "password" in raw.lower():
-        return
-    try:
-        derived = kdf_rpc_password(raw)
-    except ValueError:
-        assert _collapsed_length(raw) < MIN_RANDOM_CHARS
-    else:
-        assert check_password(derived) is None
-
-
-def test_rpc_password_keeps_the_random_part() -> None:
-    """The derivation only drops the third of a run and appends one character per class."""
-    assert kdf_rpc_password("xyzaaab-Q7v2k9") == "xyzaab-Q7v2k9" + "Aa1@"
+    key = api_key_from_random("aZ09" * 10 + "xyz")
+    assert API_KEY_PATTERN.fullmatch(key), key
+    for bad in ("short", "a" * 44, "a" * 42 + "-"):
+        with pytest.raises(ValueError, match="43 letters and digits"):
+            api_key_from_random(bad)
 
 
 def test_api_key_hash_is_sha256_of_the_key() -> None:

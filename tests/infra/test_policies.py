@@ -26,7 +26,7 @@ from infra_mocks import (  # type: ignore[import-not-found]
 )
 
 from kdf_remote.infra.program import OUTPUT_NAMES
-from kdf_remote.infra.secret_values import kdf_rpc_password
+from kdf_remote.infra.secret_values import api_key_from_random
 from kdf_remote.kdf.ports import p2p_ports
 
 pytestmark = pytest.mark.unit
@@ -164,10 +164,10 @@ def _secret_values(d: Deployment) -> set[str]:
     for r in d.resources:
         if r.type == "random:index/randomPassword:RandomPassword":
             values.add(r.inputs["result"])
-            if "rpc-password" in r.name:
-                values.add(kdf_rpc_password(r.inputs["result"]))
-            else:
-                values.add(hashlib.sha256(r.inputs["result"].encode()).hexdigest())
+            if r.name == "api-key":
+                key = api_key_from_random(r.inputs["result"])
+                values.add(key)
+                values.add(hashlib.sha256(key.encode()).hexdigest())
         elif r.type == "random:index/randomBytes:RandomBytes":
             values.add(r.inputs["base64"])
         elif r.type == "tls:index/privateKey:PrivateKey":
@@ -211,11 +211,7 @@ def test_secret_files_arrive_on_stdin_marked_secret(
     """Each secret-delivery command carries its content on stdin, as a secret; SSH keys too."""
     d = deployments[scenario]
     commands = d.of_type("command:remote:Command")
-    delivery = [
-        c
-        for c in commands
-        if c.name.endswith(("-jwt-key", "-kdf-rpc-password", "-daemon-config", "-tls-key"))
-    ]
+    delivery = [c for c in commands if c.name.endswith(("-jwt-key", "-daemon-config", "-tls-key"))]
     assert delivery, f"{scenario}: no secret delivery command"
     for command in delivery:
         assert "stdin" in command.secret_paths, f"{command.urn}: stdin is not secret"
@@ -228,11 +224,34 @@ def test_secret_files_arrive_on_stdin_marked_secret(
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_deliveries_are_exactly_what_the_daemon_reads(
+    scenario: str, deployments: dict[str, Deployment]
+) -> None:
+    """Each node gets its config, JWT key and (self-signed mode) TLS files; no KDF rpc_password,
+    which the daemon generates for each instance itself."""
+    d = deployments[scenario]
+    for r in d.resources:
+        assert "rpc-password" not in r.name, f"{r.urn}: the program makes a KDF rpc_password"
+    bootstraps = d.of_type("kdf-remote:infra:Bootstrap")
+    assert bootstraps, f"{scenario}: no bootstrap"
+    for bootstrap in bootstraps:
+        delivered = {
+            c.name.removeprefix(bootstrap.name + "-")
+            for c in d.children_of(bootstrap)
+            if "umask 077" in c.inputs["create"]
+        }
+        expected = {"daemon-config", "jwt-key"}
+        if any(r.type == "tls:index/locallySignedCert:LocallySignedCert" for r in d.resources):
+            expected |= {"tls-key", "tls-cert", "tls-ca"}
+        assert delivered == expected, f"{bootstrap.urn}: delivers {sorted(delivered)}"
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_api_key_output_is_secret(scenario: str, deployments: dict[str, Deployment]) -> None:
     """The exported API key is a secret output; nothing else needs to be."""
     d = deployments[scenario]
     assert "api_key" in d.secret_outputs
-    assert len(d.outputs["api_key"]) >= 40
+    assert re.fullmatch(r"kdfr_[A-Za-z0-9]{43}", d.outputs["api_key"]), d.outputs["api_key"]
 
 
 def _user_data(r: Registered) -> str:

@@ -2,8 +2,8 @@
 
 * daemon.yaml is accepted by the daemon's own settings reader;
 * the cloud-config validates against cloud-init's JSON schema (and ``cloud-init schema``);
-* the systemd units pass ``systemd-analyze verify`` and score at most 2.5 with
-  ``systemd-analyze security --offline=true``;
+* the systemd unit passes ``systemd-analyze verify`` and scores at most 2.5 with
+  ``systemd-analyze security --offline=true``, and matches the supervisor's process model;
 * the install script is valid POSIX shell.
 """
 
@@ -23,7 +23,7 @@ from kdf_remote.infra.cloud_init import gzip_user_data, render_cloud_config
 from kdf_remote.infra.daemon_config import DaemonConfigInput, render_daemon_config
 from kdf_remote.infra.layout import Layout
 from kdf_remote.infra.settings import Settings, parse_settings
-from kdf_remote.infra.systemd_units import render_daemon_unit, render_kdf_unit
+from kdf_remote.infra.systemd_units import DAEMON_UNIT, TASKS_PER_PROCESS, render_daemon_unit
 
 pytestmark = pytest.mark.unit
 
@@ -147,19 +147,16 @@ def test_install_script_is_valid_posix_shell(variant: str, tmp_path: Path) -> No
         assert re.search(rf"^{marker}$", script, re.MULTILINE), marker
 
 
-def _units(tmp_path: Path) -> dict[str, Path]:
-    """Render both units with binaries that exist (verify checks ExecStart)."""
+def _unit(tmp_path: Path, **extra: object) -> Path:
+    """Render the daemon unit with a daemon binary that exists (verify checks ExecStart)."""
     layout = Layout().under(str(tmp_path / "root"))
-    for binary in (Path(str(layout.daemon_bin)), Path(str(layout.kdf_binary))):
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        binary.write_text("#!/bin/sh\n")
-        binary.chmod(0o755)
-    settings = make()
-    daemon = tmp_path / "kdf-remote-daemon.service"
-    daemon.write_text(render_daemon_unit(settings, layout))
-    kdf = tmp_path / "kdf-remote-kdf@main.service"
-    kdf.write_text(render_kdf_unit(settings, layout))
-    return {"daemon": daemon, "kdf": kdf}
+    binary = Path(str(layout.daemon_bin))
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    path = tmp_path / DAEMON_UNIT
+    path.write_text(render_daemon_unit(make(**extra), layout))
+    return path
 
 
 def _systemd_analyze() -> str:
@@ -169,11 +166,10 @@ def _systemd_analyze() -> str:
     return tool
 
 
-@pytest.mark.parametrize("unit", ["daemon", "kdf"])
-def test_units_pass_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     """verify prints nothing: no unknown directive, no bad value, ExecStart exists."""
     tool = _systemd_analyze()
-    path = _units(tmp_path)[unit]
+    path = _unit(tmp_path)
     result = subprocess.run(
         [tool, "verify", str(path)], capture_output=True, text=True, check=False, cwd=tmp_path
     )
@@ -185,7 +181,7 @@ def test_units_pass_systemd_analyze_verify(unit: str, tmp_path: Path) -> None:
 def test_verify_would_catch_a_misspelled_directive(tmp_path: Path) -> None:
     """The verify check above is not vacuous: a typo in a directive produces a message."""
     tool = _systemd_analyze()
-    path = _units(tmp_path)["daemon"]
+    path = _unit(tmp_path)
     path.write_text(path.read_text().replace("NoNewPrivileges=", "NoNewPrivilege="))
     result = subprocess.run(
         [tool, "verify", str(path)], capture_output=True, text=True, check=False
@@ -205,25 +201,31 @@ def _exposure(tool: str, path: Path) -> float:
     return float(match.group(1))
 
 
-@pytest.mark.parametrize("unit", ["daemon", "kdf"])
-def test_units_score_at_most_2_5(unit: str, tmp_path: Path) -> None:
-    """`systemd-analyze security --offline=true` rates each unit at most 2.5 (OK)."""
+def test_unit_scores_at_most_2_5(tmp_path: Path) -> None:
+    """`systemd-analyze security --offline=true` rates the unit at most 2.5 (OK)."""
     tool = _systemd_analyze()
-    path = _units(tmp_path)[unit]
+    path = _unit(tmp_path)
     score = _exposure(tool, path)
     print(f"systemd-analyze security exposure of {path.name}: {score}")
     assert score <= MAX_EXPOSURE
+    weakened = tmp_path / "weakened" / DAEMON_UNIT
+    weakened.parent.mkdir()
+    weakened.write_text(re.sub(r"(?m)^(Protect|Private|Restrict)\w+=.*\n", "", path.read_text()))
+    assert _exposure(tool, weakened) > score, "the score does not react to the sandbox"
 
 
-def test_daemon_restart_does_not_reach_kdf() -> None:
-    """KDF has its own unit; the daemon unit keeps control-group kill mode, never `process`."""
-    settings, layout = make(), Layout()
-    daemon = render_daemon_unit(settings, layout)
-    kdf = render_kdf_unit(settings, layout)
-    assert "KillMode=control-group" in daemon
-    assert "KillMode=process" not in daemon + kdf and "KillMode=none" not in daemon + kdf
-    assert f"User={layout.daemon_user}" in daemon
-    assert f"User={layout.kdf_user}" in kdf
-    assert "PartOf=" not in kdf and "BindsTo=" not in kdf
-    assert f"ExecStart={layout.kdf_binary}" in kdf
-    assert "KillSignal=SIGINT" in kdf
+def test_unit_matches_the_supervisors_process_model() -> None:
+    """KDF is the daemon's child: only the daemon is signalled on stop, KDF survives to be
+    re-adopted; there is no KDF unit, no polkit rule and no second account."""
+    settings, layout = make(max_workers=3), Layout()
+    unit = render_daemon_unit(settings, layout)
+    directives = [line for line in unit.splitlines() if "=" in line and not line.startswith("#")]
+    assert [d for d in directives if d.startswith("KillMode=")] == ["KillMode=process"]
+    assert f"User={layout.daemon_user}" in directives
+    assert not [d for d in directives if d.startswith(("SupplementaryGroups=", "PrivateUsers="))]
+    assert f"StateDirectory={layout.state_dir.name} {layout.kdf_data_dir.name}" in directives
+    # One task budget for the daemon, main and every worker sharing the cgroup.
+    assert f"TasksMax={TASKS_PER_PROCESS * 5}" in directives
+    script = render_install_script(BootstrapInput(settings=settings))
+    assert "kdf-remote-kdf@" not in script and "polkit" not in script
+    assert "useradd" in script and script.count("useradd") == 1

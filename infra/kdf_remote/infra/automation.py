@@ -2,7 +2,11 @@
 
 Three functions, all through Pulumi's Automation API with the program run inline (so an installed
 ``kdf-remote[infra]`` needs no checkout of ``infra/``); the ``pulumi`` CLI must be on PATH, and
-its login (Pulumi Cloud or a self-managed backend) decides where stack state lives:
+its login (Pulumi Cloud or a self-managed backend) decides where stack state lives.
+
+Stack configuration comes from the project directory ``work_dir`` (its ``Pulumi.yaml`` and, via
+``stackConfigDir``, ``stacks/Pulumi.<stack>.yaml``); without one, from the current directory when
+it holds this project's ``Pulumi.yaml``, else only from the ``config`` given to :func:`up`.
 
 * :func:`up` creates or updates a stack and returns its outputs (design.md "Stack outputs");
 * :func:`destroy` removes every resource of a stack;
@@ -21,7 +25,10 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from kdf_remote.infra.settings import NAMESPACE
 
@@ -94,14 +101,37 @@ def _auto() -> Any:
     return automation
 
 
-def _stack(stack: str, *, create: bool) -> Any:
+def _is_project_dir(directory: Path) -> bool:
+    try:
+        document = yaml.safe_load((directory / "Pulumi.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(document, dict) and document.get("name") == PROJECT
+
+
+def _project_dir(work_dir: Path | None) -> Path | None:
+    """The project directory whose stack files hold the configuration, if there is one."""
+    if work_dir is not None:
+        if not _is_project_dir(work_dir):
+            raise InfraError(f"{work_dir} holds no Pulumi.yaml of the {PROJECT} project")
+        return work_dir
+    here = Path.cwd()
+    return here if _is_project_dir(here) else None
+
+
+def _stack(stack: str, *, create: bool, work_dir: Path | None = None) -> Any:
     """Create or select ``stack`` of the inline kdf-remote program."""
     _require_cli()
     auto = _auto()
     from kdf_remote.infra.program import main
 
-    settings = auto.ProjectSettings(name=PROJECT, runtime="python")
-    opts = auto.LocalWorkspaceOptions(project_settings=settings)
+    project = _project_dir(work_dir)
+    if project is None:
+        settings = auto.ProjectSettings(name=PROJECT, runtime="python")
+        opts = auto.LocalWorkspaceOptions(project_settings=settings)
+    else:
+        # No project_settings here: the workspace would write them over the directory's Pulumi.yaml.
+        opts = auto.LocalWorkspaceOptions(work_dir=str(project))
     try:
         if create:
             return auto.create_or_select_stack(
@@ -119,18 +149,22 @@ def _plain(result_outputs: Mapping[str, Any]) -> dict[str, Any]:
 def up(
     stack: str,
     provider: str,
-    config: Mapping[str, object],
+    config: Mapping[str, object] | None = None,
+    *,
+    work_dir: Path | None = None,
     on_output: OutputHandler | None = None,
 ) -> dict[str, Any]:
     """Create or update ``stack`` for ``provider`` (aws, do, custom) and return its outputs.
 
-    ``config`` maps keys to values; keys without a namespace are ``kdf-remote:`` keys, others
-    (``aws:profile``, ``digitalocean:token``) pass through. Lists and objects may be given as
-    Python values. ``api_key`` comes back as plain text: the caller stores it 0600.
+    ``config`` maps keys to values set on the stack before the update (on top of its stack
+    file); keys without a namespace are ``kdf-remote:`` keys, others (``aws:profile``,
+    ``digitalocean:token``) pass through. Lists and objects may be given as Python values.
+    ``work_dir`` is the project directory (see the module docstring). ``api_key`` comes back as
+    plain text: the caller stores it 0600.
     """
-    handle = _stack(stack, create=True)
+    handle = _stack(stack, create=True, work_dir=work_dir)
     auto = _auto()
-    values = {_qualified(k): _config_value(v) for k, v in config.items()}
+    values = {_qualified(k): _config_value(v) for k, v in (config or {}).items()}
     values[f"{NAMESPACE}:provider"] = provider
     handle.set_all_config(
         {k: auto.ConfigValue(value=v, secret=k in SECRET_CONFIG_KEYS) for k, v in values.items()}
@@ -142,9 +176,15 @@ def up(
     return _plain(result.outputs)
 
 
-def destroy(stack: str, on_output: OutputHandler | None = None, *, remove: bool = False) -> None:
+def destroy(
+    stack: str,
+    *,
+    work_dir: Path | None = None,
+    on_output: OutputHandler | None = None,
+    remove: bool = False,
+) -> None:
     """Destroy every resource of ``stack``; ``remove`` also deletes the stack and its config."""
-    handle = _stack(stack, create=False)
+    handle = _stack(stack, create=False, work_dir=work_dir)
     auto = _auto()
     try:
         handle.destroy(on_output=on_output, color="never")
@@ -154,6 +194,6 @@ def destroy(stack: str, on_output: OutputHandler | None = None, *, remove: bool 
         raise DeployError(str(exc)) from exc
 
 
-def outputs(stack: str) -> dict[str, Any]:
+def outputs(stack: str, *, work_dir: Path | None = None) -> dict[str, Any]:
     """The current outputs of ``stack`` (secrets in plain text, for ``profile import``)."""
-    return _plain(_stack(stack, create=False).outputs())
+    return _plain(_stack(stack, create=False, work_dir=work_dir).outputs())

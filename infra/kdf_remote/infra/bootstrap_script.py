@@ -6,18 +6,21 @@ an existing host. In order it:
 
 1. checks the system requirements (OS, architecture, memory, disk, Python) and stops with one
    line per unmet requirement and exit code 2 before touching anything;
-2. installs the OS packages, creates the ``kdf-remote`` and ``kdf`` system users;
+2. installs the OS packages, creates the ``kdf-remote`` system user (the daemon and the KDF
+   processes it spawns run as it);
 3. creates the directory tree with its owners and modes;
 4. builds a virtualenv holding ``kdf-remote[daemon]`` at the pinned version;
 5. downloads the pinned KDF release, verifies its sha256 and installs the binary;
-6. writes the first-boot daemon config (if absent), the systemd units, the polkit rule and the
-   no-systemd supervisor script;
+6. writes the first-boot daemon config (if absent), the systemd unit and the no-systemd
+   supervisor script;
 7. enables the daemon unit (it is started once the secrets arrive over SSH), or, on a host
    without systemd, leaves ``supervise.sh`` to be started instead.
 
-Every path comes from a :class:`~kdf_remote.infra.layout.Layout`, so rendering with
-``Layout().under("/tmp/x")`` installs into a directory tree (used by the SSH bootstrap test);
-:class:`BootstrapSteps` switches off the steps that need a real machine (packages, users).
+What the script installs where is an :class:`InstallTarget`; its defaults describe a real server.
+Every path comes from a :class:`~kdf_remote.infra.layout.Layout`, so ``Layout().under("/tmp/x")``
+installs into a directory tree (the SSH bootstrap test does); :class:`BootstrapSteps` switches
+off the steps that need a real machine (packages, users); :class:`PipSource` installs the
+virtualenv from local wheels instead of the package index.
 """
 
 from __future__ import annotations
@@ -26,22 +29,21 @@ import hashlib
 import shlex
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Literal
 
 from kdf_remote.infra.daemon_config import DaemonConfigInput, render_daemon_config
-from kdf_remote.infra.layout import DAEMON_UNIT, KDF_UNIT_TEMPLATE, Layout
+from kdf_remote.infra.layout import DAEMON_UNIT, Layout
+from kdf_remote.infra.remote_commands import ServiceManager, systemd_probe
 from kdf_remote.infra.settings import KdfRelease, Requirements, Settings
-from kdf_remote.infra.systemd_units import (
-    render_daemon_unit,
-    render_kdf_unit,
-    render_polkit_rule,
-)
+from kdf_remote.infra.systemd_units import render_daemon_unit
 
 __all__ = [
     "EXIT_FAILED",
     "EXIT_REQUIREMENTS",
+    "EXTRA_SITE_PTH",
     "BootstrapInput",
     "BootstrapSteps",
+    "InstallTarget",
+    "PipSource",
     "os_packages",
     "render_install_script",
     "render_supervise_script",
@@ -49,8 +51,9 @@ __all__ = [
 
 EXIT_FAILED = 1
 EXIT_REQUIREMENTS = 2
-ServiceManager = Literal["auto", "systemd", "none"]
 _OS_RELEASE = PurePosixPath("/etc/os-release")
+EXTRA_SITE_PTH = "kdf-remote-extra-site.pth"
+"""The ``.pth`` file naming :attr:`PipSource.extra_site_dirs` inside the virtualenv."""
 
 
 @dataclass(frozen=True)
@@ -64,26 +67,70 @@ class BootstrapSteps:
 
 
 @dataclass(frozen=True)
-class BootstrapInput:
-    """Everything the install script is rendered from."""
+class PipSource:
+    """Where the server's pip finds ``kdf-remote[daemon]`` and its dependencies.
 
-    settings: Settings
+    The default is the package index. ``no_index`` + ``find_links`` install from wheels already
+    on the server (an air-gapped host, or a wheel built from a checkout). ``extra_site_dirs`` are
+    directories of dependencies already installed for the same Python, made importable in the
+    virtualenv by a ``.pth`` file; pip then finds them satisfied and installs nothing from the
+    network. The SSH bootstrap test installs this way, offline, from this checkout's wheel and
+    the dependencies of the environment running the tests.
+    """
+
+    no_index: bool = False
+    find_links: tuple[PurePosixPath, ...] = ()
+    extra_site_dirs: tuple[PurePosixPath, ...] = ()
+
+    def pip_options(self) -> tuple[str, ...]:
+        """The ``pip install`` options this source stands for."""
+        options: list[str] = ["--no-index"] if self.no_index else []
+        for link in self.find_links:
+            options += ["--find-links", str(link)]
+        return tuple(options)
+
+
+@dataclass(frozen=True)
+class InstallTarget:
+    """Where and how the install script installs; the defaults describe a real server."""
+
     layout: Layout = field(default_factory=Layout)
     steps: BootstrapSteps = field(default_factory=BootstrapSteps)
     service_manager: ServiceManager = "auto"
     os_release: PurePosixPath = _OS_RELEASE
     release: KdfRelease | None = None
     """Overrides ``settings.kdf`` (tests install a locally built zip from a file:// URL)."""
+    python: str = "python3"
+    """The interpreter checked against the requirements and used to create the virtualenv."""
+    pip: PipSource = field(default_factory=PipSource)
+
+
+@dataclass(frozen=True)
+class BootstrapInput:
+    """Everything the install script is rendered from."""
+
+    settings: Settings
+    target: InstallTarget = field(default_factory=InstallTarget)
+
+    @property
+    def layout(self) -> Layout:
+        """The paths and account of the install."""
+        return self.target.layout
+
+    @property
+    def steps(self) -> BootstrapSteps:
+        """Which machine-level steps run."""
+        return self.target.steps
 
     @property
     def kdf(self) -> KdfRelease:
         """The release this script installs."""
-        return self.release or self.settings.kdf
+        return self.target.release or self.settings.kdf
 
 
 def os_packages(settings: Settings) -> tuple[str, ...]:
     """Debian packages the server needs; cloud-init installs the same list at first boot."""
-    packages = ["ca-certificates", "curl", "python3", "python3-venv", "polkitd"]
+    packages = ["ca-certificates", "curl", "python3", "python3-venv"]
     if settings.provider == "custom" and settings.manage_firewall:
         packages.append("ufw")
     if settings.tls.mode == "letsencrypt":
@@ -125,6 +172,7 @@ dir() { mkdir -p "$1"; own "$1" "$2" "$3"; }
 
 def _requirements_block(data: BootstrapInput) -> str:
     req: Requirements = data.settings.requirements
+    os_release = data.target.os_release
     major, minor = req.min_python
     return f"""
 check_requirements() {{
@@ -132,9 +180,9 @@ check_requirements() {{
     note() {{ unmet="$unmet$1
 "; }}
     os_id=""; os_like=""
-    if [ -r {_q(data.os_release)} ]; then
-        os_id=$(. {_q(data.os_release)} && printf '%s' "${{ID:-}}")
-        os_like=$(. {_q(data.os_release)} && printf '%s' "${{ID_LIKE:-}}")
+    if [ -r {_q(os_release)} ]; then
+        os_id=$(. {_q(os_release)} && printf '%s' "${{ID:-}}")
+        os_like=$(. {_q(os_release)} && printf '%s' "${{ID_LIKE:-}}")
     fi
     case " $os_id $os_like " in
         *" debian "*|*" ubuntu "*) ;;
@@ -152,12 +200,12 @@ check_requirements() {{
     disk_mb=$(( $(df -Pk "$probe" | awk 'NR==2 {{print $4}}') / 1024 ))
     [ "$disk_mb" -ge {req.min_disk_mb} ] \\
         || note "disk: found $disk_mb MiB free under $probe, need {req.min_disk_mb} MiB"
-    if command -v python3 >/dev/null 2>&1; then
-        py=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-        python3 -c 'import sys; sys.exit(sys.version_info[:2] < ({major}, {minor}))' \\
+    if command -v "$PYTHON" >/dev/null 2>&1; then
+        py=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+        "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] < ({major}, {minor}))' \\
             || note "python: found $py, need {major}.{minor}+"
     else
-        note "python: python3 not found, need {major}.{minor}+"
+        note "python: $PYTHON not found, need {major}.{minor}+"
     fi
     if [ -n "$unmet" ]; then
         printf '%s' "$unmet" | while IFS= read -r line; do
@@ -201,27 +249,24 @@ def _users_block(data: BootstrapInput) -> str:
         return 'create_users() { log "users: skipped (files keep the current owner)"; }'
     return f"""
 create_users() {{
-    for u in {_q(layout.daemon_user)} {_q(layout.kdf_user)}; do
-        if ! getent passwd "$u" >/dev/null; then
-            useradd --system --user-group --no-create-home --home-dir /nonexistent \\
-                --shell /usr/sbin/nologin "$u" || fail "cannot create user $u"
-        fi
-    done
-    # The daemon reads KDF's logs through the kdf group.
-    usermod -a -G {_q(layout.kdf_user)} {_q(layout.daemon_user)}
+    u={_q(layout.daemon_user)}
+    if ! getent passwd "$u" >/dev/null; then
+        useradd --system --user-group --no-create-home --home-dir /nonexistent \\
+            --shell /usr/sbin/nologin "$u" || fail "cannot create user $u"
+    fi
 }}""".strip()
 
 
 def _dirs_block(data: BootstrapInput) -> str:
     layout = data.layout
-    d, k = layout.daemon_user, layout.kdf_user
+    d = layout.daemon_user
     entries = [
         (layout.config_dir, "0755", "root:root"),
         (layout.tls_dir, "0750", f"root:{d}"),
         (layout.secrets_dir, "0700", f"{d}:{d}"),
         (layout.state_dir, "0700", f"{d}:{d}"),
         (layout.state_dir / "instances", "0700", f"{d}:{d}"),
-        (layout.kdf_data_dir, "0750", f"{k}:{k}"),
+        (layout.kdf_data_dir, "0700", f"{d}:{d}"),
         (layout.log_dir, "0750", f"{d}:{d}"),
         (layout.opt_dir, "0755", "root:root"),
         (layout.kdf_bin_dir, "0755", f"{d}:{d}"),
@@ -236,6 +281,9 @@ def _venv_block(data: BootstrapInput) -> str:
     if not data.steps.venv:
         return 'install_venv() { log "virtualenv: skipped"; }'
     spec = data.settings.package
+    source = data.target.pip
+    options = "".join(f"{_q(option)} " for option in source.pip_options())
+    extra_site = _extra_site_lines(source)
     return f"""
 install_venv() {{
     venv={_q(layout.venv)}
@@ -244,14 +292,26 @@ install_venv() {{
         log "virtualenv: {spec} already installed"
         return
     fi
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv" \\
+    [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv" \\
         || fail "cannot create the virtualenv $venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input {_q(spec)} \\
-        || fail "pip could not install {spec}"
+{extra_site}    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \\
+        --no-input {options}{_q(spec)} || fail "pip could not install {spec}"
     [ -x "$venv/bin/kdf-remote-daemon" ] || fail "{spec} did not provide kdf-remote-daemon"
     printf '%s\\n' {_q(spec)} > "$venv/.kdf-remote-package"
     log "virtualenv: installed {spec}"
 }}""".strip()
+
+
+def _extra_site_lines(source: PipSource) -> str:
+    """Shell lines naming :attr:`PipSource.extra_site_dirs` in a ``.pth`` of the virtualenv."""
+    if not source.extra_site_dirs:
+        return ""
+    dirs = " ".join(_q(d) for d in source.extra_site_dirs)
+    return (
+        '    site=$("$venv/bin/python" -c '
+        "'import sysconfig; print(sysconfig.get_path(\"purelib\"))')\n"
+        f"    printf '%s\\n' {dirs} > \"$site/{EXTRA_SITE_PTH}\"\n"
+    )
 
 
 def _kdf_block(data: BootstrapInput) -> str:
@@ -278,7 +338,7 @@ install_kdf() {{
     got=$(sha256sum "$work/kdf.zip" | cut -d' ' -f1)
     [ "$got" = {_q(release.sha256)} ] \\
         || fail "KDF zip checksum mismatch: expected {release.sha256}, got $got"
-    python3 -m zipfile -e "$work/kdf.zip" "$work/x" || fail "cannot unpack the KDF zip"
+    "$PYTHON" -m zipfile -e "$work/kdf.zip" "$work/x" || fail "cannot unpack the KDF zip"
     # Releases before 2.5.0 ship the binary as mm2 (kdf-facts 0, 4.4).
     if [ -f "$work/x/kdf" ]; then found="$work/x/kdf"
     elif [ -f "$work/x/mm2" ]; then found="$work/x/mm2"
@@ -304,13 +364,9 @@ def _files_block(data: BootstrapInput) -> str:
         f"own {_q(layout.daemon_config)} 0600 {d}:{d}",
         _heredoc(layout.supervise_script, render_supervise_script(layout)),
         f"own {_q(layout.supervise_script)} 0755 root:root",
-        f"mkdir -p {_q(layout.unit_dir)} {_q(layout.polkit_rule.parent)}",
+        f"mkdir -p {_q(layout.unit_dir)}",
         _heredoc(layout.unit_dir / DAEMON_UNIT, render_daemon_unit(settings, layout)),
         f"own {_q(layout.unit_dir / DAEMON_UNIT)} 0644 root:root",
-        _heredoc(layout.unit_dir / KDF_UNIT_TEMPLATE, render_kdf_unit(settings, layout)),
-        f"own {_q(layout.unit_dir / KDF_UNIT_TEMPLATE)} 0644 root:root",
-        _heredoc(layout.polkit_rule, render_polkit_rule(layout)),
-        f"own {_q(layout.polkit_rule)} 0644 root:root",
     ]
     if settings.tls.mode == "letsencrypt":
         parts += [
@@ -324,11 +380,7 @@ def _files_block(data: BootstrapInput) -> str:
 
 def _service_block(data: BootstrapInput) -> str:
     layout = data.layout
-    probe = {
-        "auto": "[ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1",
-        "systemd": "true",
-        "none": "false",
-    }[data.service_manager]
+    probe = systemd_probe(data.target.service_manager)
     return f"""
 enable_service() {{
     if {probe}; then
@@ -352,6 +404,7 @@ def render_install_script(data: BootstrapInput) -> str:
         "umask 022",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         f"MARKER={_q(layout.marker)}",
+        f"PYTHON={_q(data.target.python)}",
         f"MANAGE_USERS={manage_users}",
         _PRELUDE,
         _requirements_block(data),
@@ -379,13 +432,15 @@ def render_install_script(data: BootstrapInput) -> str:
 def render_supervise_script(layout: Layout) -> str:
     """The no-systemd fallback: run the daemon in the foreground, restarting it on failure.
 
-    Meant for containers and hosts without systemd. KDF then runs as the daemon's child, so
-    stopping this script stops KDF as well (there is no separate unit to keep it alive).
+    Meant for containers and hosts without systemd. As under systemd, KDF runs in its own
+    session: stopping this script stops the daemon only, and the next daemon start re-adopts the
+    running KDF. KDF is stopped through the daemon (``kdf-remote stop <instance>``).
     """
     return f"""\\
 #!/bin/sh
 # kdf-remote: run the daemon without systemd. Restarts it after a crash, 1 s doubling to 60 s;
-# a clean exit (status 0) or SIGTERM/SIGINT to this script ends it.
+# a clean exit (status 0) or SIGTERM/SIGINT to this script ends it. KDF, in its own session,
+# keeps running and is re-adopted by the next daemon start.
 set -u
 daemon={_q(layout.daemon_bin)}
 config={_q(layout.daemon_config)}

@@ -1,9 +1,10 @@
 """Render a cloud server's user data: a ``#cloud-config`` document, free of secrets.
 
-cloud-init's own modules install the OS packages and create the two unprivileged users; the
-install script (see :mod:`kdf_remote.infra.bootstrap_script`) travels in ``write_files`` and runs
-from ``runcmd`` to build the virtualenv, install the verified KDF binary, the first-boot daemon
-config and the hardened units. Secrets arrive later over SSH, so user data, which any process
+cloud-init's own modules install the OS packages and create the unprivileged ``kdf-remote`` user
+(the daemon and the KDF it spawns run as it); the install script (see
+:mod:`kdf_remote.infra.bootstrap_script`) travels in ``write_files`` and runs from ``runcmd`` to
+build the virtualenv, install the verified KDF binary, the first-boot daemon config and the
+hardened unit. Secrets arrive later over SSH, so user data, which any process
 on the instance can read from the metadata service, never holds one.
 """
 
@@ -30,21 +31,12 @@ def render_cloud_config(data: BootstrapInput, *, ssh_public_keys: tuple[str, ...
         "users": [
             "default",
             {
-                "name": layout.kdf_user,
-                "system": True,
-                "shell": nologin,
-                "lock_passwd": True,
-                "no_create_home": True,
-                "homedir": "/nonexistent",
-            },
-            {
                 "name": layout.daemon_user,
                 "system": True,
                 "shell": nologin,
                 "lock_passwd": True,
                 "no_create_home": True,
                 "homedir": "/nonexistent",
-                "groups": [layout.kdf_user],
             },
         ],
         "ssh_pwauth": False,

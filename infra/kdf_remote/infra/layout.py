@@ -11,23 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from pathlib import PurePosixPath
 
-__all__ = ["DAEMON_UNIT", "KDF_UNIT_TEMPLATE", "Layout"]
+__all__ = ["DAEMON_UNIT", "Layout"]
 
 _ROOT = PurePosixPath("/")
 
 DAEMON_UNIT = "kdf-remote-daemon.service"
-KDF_UNIT_TEMPLATE = "kdf-remote-kdf@.service"
-"""One unit per KDF instance (``kdf-remote-kdf@main.service``): KDF lives outside the daemon's
-cgroup, so restarting or upgrading the daemon never kills KDF (style-and-security B4)."""
+"""The one unit: the daemon, and the KDF processes it spawns (see :mod:`.systemd_units`)."""
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Absolute paths and account names on the server."""
+    """Absolute paths and the account the daemon (and the KDF it spawns) runs as."""
 
     root: PurePosixPath = _ROOT
     daemon_user: str = "kdf-remote"
-    kdf_user: str = "kdf"
     config_dir: PurePosixPath = _ROOT / "etc/kdf-remote"
     daemon_config: PurePosixPath = _ROOT / "etc/kdf-remote/daemon.yaml"
     tls_dir: PurePosixPath = _ROOT / "etc/kdf-remote/tls"
@@ -36,7 +33,6 @@ class Layout:
     tls_ca: PurePosixPath = _ROOT / "etc/kdf-remote/tls/ca.pem"
     secrets_dir: PurePosixPath = _ROOT / "etc/kdf-remote/secrets"
     jwt_key: PurePosixPath = _ROOT / "etc/kdf-remote/secrets/jwt.key"
-    kdf_rpc_password: PurePosixPath = _ROOT / "etc/kdf-remote/secrets/kdf-rpc-password"
     state_dir: PurePosixPath = _ROOT / "var/lib/kdf-remote"
     kdf_data_dir: PurePosixPath = _ROOT / "var/lib/kdf"
     log_dir: PurePosixPath = _ROOT / "var/log/kdf-remote"
@@ -49,7 +45,6 @@ class Layout:
     supervise_script: PurePosixPath = _ROOT / "usr/local/lib/kdf-remote/supervise.sh"
     marker: PurePosixPath = _ROOT / "var/lib/kdf-remote/.bootstrap"
     unit_dir: PurePosixPath = _ROOT / "etc/systemd/system"
-    polkit_rule: PurePosixPath = _ROOT / "etc/polkit-1/rules.d/50-kdf-remote.rules"
     letsencrypt_hook: PurePosixPath = _ROOT / "etc/letsencrypt/renewal-hooks/deploy/kdf-remote.sh"
 
     @property

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi.runtime import config as runtime_config
 
+from kdf_remote.infra.bootstrap_script import InstallTarget
 from kdf_remote.infra.cloud_sdks import aws, digitalocean, random
 from kdf_remote.infra.components.certificate import PrivateCa, PrivateCaArgs
 from kdf_remote.infra.components.fleet import Fleet, FleetArgs, WorkerEntry
@@ -24,7 +25,7 @@ from kdf_remote.infra.components.server import (
 )
 from kdf_remote.infra.components.ssh import SshIdentity, SshIdentityArgs
 from kdf_remote.infra.fleet_plan import NodePlan, ProviderRegion, plan_nodes, provider_regions
-from kdf_remote.infra.secret_values import API_KEY_LENGTH, api_key_hash
+from kdf_remote.infra.secret_values import API_KEY_RANDOM_CHARS, api_key_from_random, api_key_hash
 from kdf_remote.infra.settings import NAMESPACE, Settings, parse_settings
 
 __all__ = ["OUTPUT_NAMES", "StackOutputs", "build", "main", "read_config"]
@@ -138,8 +139,12 @@ def _worker_output(entry: WorkerEntry) -> pulumi.Output[dict[str, str]]:
     return pulumi.Output.all(entry.daemon_url, entry.server_ip).apply(as_dict)
 
 
-def build(settings: Settings) -> StackOutputs:
-    """Create every resource of the stack and return its outputs."""
+def build(settings: Settings, *, target: InstallTarget | None = None) -> StackOutputs:
+    """Create every resource of the stack and return its outputs.
+
+    ``target`` says where every node's install script installs; None is a real server. The SSH
+    bootstrap test passes a directory-tree target to run this very program's commands locally.
+    """
     tags = _tags(settings)
     nodes = plan_nodes(settings)
     primary_plan, worker_plans = nodes[0], nodes[1:]
@@ -155,8 +160,10 @@ def build(settings: Settings) -> StackOutputs:
         if settings.tls.mode == "self_signed"
         else None
     )
-    api_key = random.RandomPassword("api-key", length=API_KEY_LENGTH, special=False)
-    api_key_value: pulumi.Output[str] = pulumi.Output.secret(api_key.result)
+    api_key = random.RandomPassword("api-key", length=API_KEY_RANDOM_CHARS, special=False)
+    api_key_value: pulumi.Output[str] = pulumi.Output.secret(
+        api_key.result.apply(api_key_from_random)
+    )
     key_hash: pulumi.Output[str] = pulumi.Output.secret(api_key_value.apply(api_key_hash))
     custom_key = (
         pulumi.Config(NAMESPACE).get_secret("ssh_private_key")
@@ -176,6 +183,7 @@ def build(settings: Settings) -> StackOutputs:
             ca=ca,
             dns=settings.dns if plan.role == "primary" else None,
             custom_private_key=custom_key,
+            target=target or InstallTarget(),
         )
 
     primary = KdfNode(primary_plan.name, node_args(primary_plan))

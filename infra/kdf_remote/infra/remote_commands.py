@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import shlex
 from pathlib import PurePosixPath
+from typing import Literal
 
 from kdf_remote.infra.layout import DAEMON_UNIT, Layout
 
 __all__ = [
+    "ServiceManager",
     "as_root",
     "certbot_command",
     "health_wait_command",
     "install_command",
     "restart_command",
+    "systemd_probe",
     "write_file_command",
 ]
+
+ServiceManager = Literal["auto", "systemd", "none"]
+"""``auto`` detects systemd on the server; ``none`` always uses the supervise.sh fallback (an
+install into a directory tree must never touch the host's systemd)."""
 
 HEALTH_TIMEOUT_S = 300
 CLOUD_INIT_WAIT_S = 1200
@@ -28,6 +35,15 @@ def as_root(script: str, ssh_user: str) -> str:
     """Run ``script`` with ``sh`` as root: directly for root, through ``sudo -n`` otherwise."""
     command = "sh -c " + shlex.quote(script)
     return command if ssh_user == "root" else "sudo -n " + command
+
+
+def systemd_probe(manager: ServiceManager) -> str:
+    """A shell condition that is true when the daemon is to be run by systemd."""
+    return {
+        "auto": "[ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1",
+        "systemd": "true",
+        "none": "false",
+    }[manager]
 
 
 def install_command(ssh_user: str) -> str:
@@ -76,19 +92,29 @@ def write_file_command(
     return as_root("\n".join(lines), ssh_user)
 
 
-def restart_command(layout: Layout, ssh_user: str) -> str:
+def restart_command(
+    layout: Layout, ssh_user: str, *, service_manager: ServiceManager = "auto"
+) -> str:
     """(Re)start the daemon so it reads the delivered config and secrets.
 
-    With systemd the unit is restarted (KDF keeps running in its own units). Without systemd
-    the supervise script is (re)launched in the background as the daemon user; its pid is kept
-    next to the daemon's state.
+    The delivered files are first checked with ``kdf-remote-daemon check-config`` as the daemon
+    user, so a config or key the daemon would refuse fails ``pulumi up`` here, with the daemon's
+    own message, instead of as a health-check timeout.
+
+    With systemd the unit is restarted (KDF, in its own session, keeps running and is re-adopted).
+    Without systemd the supervise script is (re)launched in the background as the daemon user;
+    its pid is kept next to the daemon's state.
     """
     pidfile = shlex.quote(str(layout.state_dir / "supervise.pid"))
     supervise = shlex.quote(str(layout.supervise_script))
     log = shlex.quote(str(layout.log_dir / "daemon.out"))
     user = shlex.quote(layout.daemon_user)
+    daemon = shlex.quote(str(layout.daemon_bin))
+    config = shlex.quote(str(layout.daemon_config))
     script = f"""set -eu
-if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+runuser -u {user} -- {daemon} check-config {config} >&2 \\
+    || {{ echo 'kdf-remote: the daemon refuses the delivered configuration' >&2; exit 1; }}
+if {systemd_probe(service_manager)}; then
     systemctl daemon-reload
     systemctl enable {DAEMON_UNIT} >/dev/null
     systemctl restart {DAEMON_UNIT}

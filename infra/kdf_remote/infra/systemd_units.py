@@ -1,32 +1,33 @@
-"""Render the hardened systemd units and the polkit rule that lets the daemon drive KDF units.
+"""Render the hardened systemd unit of the daemon, the only unit kdf-remote installs.
 
-Process model (style-and-security B4, "KillMode matters"): the daemon runs in
-``kdf-remote-daemon.service``; each KDF instance runs in its own ``kdf-remote-kdf@<name>.service``
-as the unprivileged ``kdf`` user. KDF is therefore not in the daemon's control group, and the
-daemon unit keeps the default ``KillMode=control-group``: a daemon restart or upgrade stops only
-the daemon, which re-adopts the running KDF. The daemon may start, stop and restart exactly the
-``kdf-remote-kdf@*`` units through polkit, nothing else.
+Process model: the daemon runs in ``kdf-remote-daemon.service`` as the unprivileged
+``kdf-remote`` user and spawns each KDF instance itself, as a child in its own session and
+process group (the supervisor's ``spawn``); it never calls systemctl. KDF therefore shares the
+unit's sandbox, user and control group, so every directive below (and ``TasksMax``,
+``LimitNOFILE``) bounds KDF too.
 
-Both units are checked in CI with ``systemd-analyze verify`` and scored with
+``KillMode=process`` is what lets KDF outlive a daemon restart or upgrade: systemd signals only
+the daemon, KDF keeps running in the unit's control group, and the next daemon start re-adopts it
+by pid and start time. systemd.kill(5) discourages ``process`` because leftover processes escape
+the unit's stop; here that is the intent, and stopping KDF is the daemon's own path
+(``kdf-remote stop <instance>``: stop RPC, SIGINT, SIGKILL; or ``--stop-instances-on-exit``).
+
+The unit is checked in CI with ``systemd-analyze verify`` and scored with
 ``systemd-analyze security --offline=true``.
 """
 
 from __future__ import annotations
 
-import json
-
-from kdf_remote.infra.layout import DAEMON_UNIT, KDF_UNIT_TEMPLATE, Layout
+from kdf_remote.infra.layout import DAEMON_UNIT, Layout
 from kdf_remote.infra.settings import Settings
 
-__all__ = [
-    "DAEMON_UNIT",
-    "KDF_UNIT_TEMPLATE",
-    "render_daemon_unit",
-    "render_kdf_unit",
-    "render_polkit_rule",
-]
+__all__ = ["DAEMON_UNIT", "TASKS_PER_PROCESS", "render_daemon_unit"]
 
-# Shared sandbox of both units. Each line is a systemd.exec(5) directive from the B4 table.
+TASKS_PER_PROCESS = 256
+"""Threads allowed per process in the unit: the daemon and each KDF (tokio worker threads plus
+its blocking pool)."""
+
+# Each line is a systemd.exec(5) directive from the style-and-security B4 table.
 _SANDBOX = """\
 NoNewPrivileges=yes
 ProtectSystem=strict
@@ -57,8 +58,9 @@ KeyringMode=private
 
 
 def render_daemon_unit(settings: Settings, layout: Layout) -> str:
-    """``kdf-remote-daemon.service``: the REST daemon, sandboxed, as ``kdf-remote``."""
-    del settings  # the unit is the same for every stack; kept for a uniform renderer signature
+    """``kdf-remote-daemon.service``: the REST daemon and the KDF it supervises, sandboxed."""
+    # One budget for the daemon and every KDF instance (main + workers) in the cgroup.
+    tasks_max = TASKS_PER_PROCESS * (settings.max_workers + 2)
     return f"""\
 [Unit]
 Description=kdf-remote daemon (supervises KDF and serves its REST API)
@@ -71,99 +73,30 @@ StartLimitBurst=5
 Type=exec
 User={layout.daemon_user}
 Group={layout.daemon_user}
-SupplementaryGroups={layout.kdf_user}
 ExecStart={layout.daemon_bin} --config {layout.daemon_config}
 Restart=on-failure
 RestartSec=2s
-# KDF runs in its own kdf-remote-kdf@ units, so the default control-group kill mode reaches only
-# the daemon: a daemon restart or upgrade leaves KDF running for re-adoption.
-KillMode=control-group
+# KDF is the daemon's child in its own session, not a unit of its own. Stop and restart signal
+# the daemon only; KDF keeps running and the next start re-adopts it (pid + start time). KDF is
+# stopped through the daemon: `kdf-remote stop <instance>`, or --stop-instances-on-exit.
+KillMode=process
 TimeoutStopSec=30s
-StateDirectory={layout.state_dir.name}
+# The daemon's state (configs 0600, keys, audit log) and KDF's data directory.
+StateDirectory={layout.state_dir.name} {layout.kdf_data_dir.name}
 StateDirectoryMode=0700
 LogsDirectory={layout.log_dir.name}
 LogsDirectoryMode=0750
 # The updater swaps the KDF binary here; everything else stays read-only.
 ReadWritePaths={layout.kdf_bin_dir}
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
-# The daemon samples KDF's /proc entries and system memory, and reads KDF's logs through the
-# kdf group: no ProtectProc/ProcSubset and no private user namespace here.
-PrivateUsers=no
+# AF_NETLINK: KDF's libp2p watches the host's interfaces through rtnetlink.
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+# KDF runs as this same user, so the daemon still sees its /proc entry; other users' are hidden.
+ProtectProc=invisible
 UMask=0077
 MemoryDenyWriteExecute=yes
 LimitNOFILE=65536
-TasksMax=512
+TasksMax={tasks_max}
 {_SANDBOX}
 [Install]
 WantedBy=multi-user.target
 """
-
-
-def render_kdf_unit(settings: Settings, layout: Layout) -> str:
-    """``kdf-remote-kdf@.service``: one KDF instance per ``%i``, as the ``kdf`` user.
-
-    The daemon writes the instance's startup config (0600) to
-    ``<state_dir>/instances/%i/MM2.json``; systemd hands it to KDF as a credential, so the
-    ``kdf`` user never needs read access to the daemon's state directory. KDF takes SIGINT as its
-    graceful stop (kdf-facts 3.4).
-    """
-    del settings
-    instance_dir = layout.state_dir / "instances" / "%i"
-    return f"""\
-[Unit]
-Description=KDF instance %i (supervised by kdf-remote)
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-Type=exec
-User={layout.kdf_user}
-Group={layout.kdf_user}
-ExecStart={layout.kdf_binary}
-LoadCredential=MM2.json:{instance_dir}/MM2.json
-Environment=MM_CONF_PATH=%d/MM2.json
-Environment=MM_LOG={layout.log_dir}/kdf/%i/kdf.log
-EnvironmentFile=-{instance_dir}/kdf.env
-WorkingDirectory={layout.kdf_data_dir}/%i
-StateDirectory={layout.kdf_data_dir.name}/%i
-StateDirectoryMode=0700
-LogsDirectory={layout.log_dir.name}/kdf/%i
-LogsDirectoryMode=0750
-# The daemon restarts KDF with its own backoff; systemd restarting it too would double count.
-Restart=no
-KillSignal=SIGINT
-TimeoutStopSec=30s
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
-PrivateUsers=yes
-ProtectProc=invisible
-ProcSubset=pid
-# Group-readable logs: the daemon reads and redacts them through its kdf supplementary group.
-UMask=0027
-MemoryDenyWriteExecute=yes
-LimitNOFILE=65536
-TasksMax=256
-{_SANDBOX}"""
-
-
-def render_polkit_rule(layout: Layout) -> str:
-    """A polkit rule letting the daemon's user manage only ``kdf-remote-kdf@*.service``."""
-    prefix = KDF_UNIT_TEMPLATE.split("@")[0] + "@"
-    return f"""\
-// Written by kdf-remote: the daemon may start, stop and restart its KDF instance units only.
-polkit.addRule(function(action, subject) {{
-    if (action.id == "org.freedesktop.systemd1.manage-units" &&
-        subject.user == {json.dumps(layout.daemon_user)}) {{
-        var unit = action.lookup("unit") || "";
-        var verb = action.lookup("verb") || "";
-        if (unit.indexOf({json.dumps(prefix)}) == 0 &&
-            ["start", "stop", "restart"].indexOf(verb) >= 0) {{
-            return polkit.Result.YES;
-        }}
-    }}
-}});
-"""
-
-
-def unit_names() -> tuple[str, str]:
-    """The daemon unit and the KDF template unit file names."""
-    return DAEMON_UNIT, KDF_UNIT_TEMPLATE

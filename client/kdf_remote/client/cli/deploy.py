@@ -182,9 +182,7 @@ def destroy(
             automation = _automation()
             try:
                 with progress(options, f"destroying stack {stack}...") as update:
-                    automation.destroy(
-                        stack=stack, provider=provider, work_dir=cwd, on_output=update
-                    )
+                    automation.destroy(stack=stack, work_dir=cwd, on_output=update)
             except automation.PulumiNotInstalled as exc:
                 raise ConfigError(
                     f"the pulumi CLI is needed for --provider {provider}: {exc}"

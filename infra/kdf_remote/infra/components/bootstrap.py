@@ -24,6 +24,7 @@ import pulumi
 from kdf_remote.infra.cloud_sdks import command
 from kdf_remote.infra.layout import Layout
 from kdf_remote.infra.remote_commands import (
+    ServiceManager,
     certbot_command,
     health_wait_command,
     install_command,
@@ -68,6 +69,7 @@ class BootstrapArgs:
     ca_file: PurePosixPath | None
     letsencrypt: LetsEncryptArgs | None = None
     depends_on: Sequence[pulumi.Resource] = ()
+    service_manager: ServiceManager = "auto"
 
 
 def _digest(parts: list[str]) -> str:
@@ -142,7 +144,9 @@ class Bootstrap(pulumi.ComponentResource):
         restart = command.remote.Command(
             f"{name}-restart",
             connection=args.connection,
-            create=restart_command(args.layout, args.ssh_user),
+            create=restart_command(
+                args.layout, args.ssh_user, service_manager=args.service_manager
+            ),
             triggers=[applied],
             opts=pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(depends_on=delivered)),
         )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 
-from kdf_remote.infra.bootstrap_script import BootstrapInput, render_install_script
+from kdf_remote.infra.bootstrap_script import BootstrapInput, InstallTarget, render_install_script
 from kdf_remote.infra.cloud_init import render_cloud_config
 from kdf_remote.infra.cloud_sdks import random
 from kdf_remote.infra.components.bootstrap import (
@@ -30,8 +30,7 @@ from kdf_remote.infra.components.ssh import SshIdentity, connection_for
 from kdf_remote.infra.daemon_config import DaemonConfigInput, render_daemon_config
 from kdf_remote.infra.firewall_rules import plan_firewall
 from kdf_remote.infra.fleet_plan import NodePlan
-from kdf_remote.infra.layout import Layout
-from kdf_remote.infra.secret_values import JWT_KEY_BYTES, kdf_rpc_password
+from kdf_remote.infra.secret_values import JWT_KEY_BYTES
 from kdf_remote.infra.settings import DnsSettings, Settings
 
 __all__ = ["KdfNode", "KdfNodeArgs"]
@@ -51,7 +50,8 @@ class KdfNodeArgs:
     ca: PrivateCa | None = None
     dns: DnsSettings | None = None
     custom_private_key: pulumi.Output[str] | None = None
-    layout: Layout = field(default_factory=Layout)
+    target: InstallTarget = field(default_factory=InstallTarget)
+    """Where the install script installs (a real server unless a test says otherwise)."""
 
 
 class KdfNode(pulumi.ComponentResource):
@@ -69,13 +69,13 @@ class KdfNode(pulumi.ComponentResource):
         self, name: str, args: KdfNodeArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("kdf-remote:infra:KdfNode", name, None, opts)
-        settings, layout, plan = args.settings, args.layout, args.plan
+        settings, layout, plan = args.settings, args.target.layout, args.plan
         child = pulumi.ResourceOptions(parent=self)
         self.name = plan.name
         self.region = plan.region
         kind = plan.provider
         rules = plan_firewall(settings)
-        bootstrap_input = BootstrapInput(settings=settings, layout=layout)
+        bootstrap_input = BootstrapInput(settings=settings, target=args.target)
         install_script = render_install_script(bootstrap_input)
 
         firewall: Firewall | None = None
@@ -180,6 +180,7 @@ class KdfNode(pulumi.ComponentResource):
                 ca_file=layout.tls_ca if letsencrypt is None else None,
                 letsencrypt=letsencrypt,
                 depends_on=depends,
+                service_manager=args.target.service_manager,
             ),
             opts=child,
         )
@@ -200,21 +201,12 @@ class KdfNode(pulumi.ComponentResource):
         ip: pulumi.Output[str],
         fqdn: str | None,
     ) -> list[SecretFile]:
-        settings, layout = args.settings, args.layout
+        settings, layout = args.settings, args.target.layout
         child = pulumi.ResourceOptions(parent=self)
         owner = f"{layout.daemon_user}:{layout.daemon_user}"
+        # KDF's rpc_password is not made here: the daemon generates one per instance on first
+        # start (KDF's policy, 0600 in its state directory) and never shows it.
         jwt_key = random.RandomBytes(f"{name}-jwt-key", length=JWT_KEY_BYTES, opts=child)
-        rpc_raw = random.RandomPassword(
-            f"{name}-kdf-rpc-password",
-            length=32,
-            special=True,
-            override_special="@-_.~",
-            min_upper=2,
-            min_lower=2,
-            min_numeric=2,
-            min_special=2,
-            opts=child,
-        )
         config = args.api_key_hash.apply(
             lambda key_hash: render_daemon_config(
                 DaemonConfigInput(settings=settings, layout=layout, api_key_hash=key_hash)
@@ -231,13 +223,6 @@ class KdfNode(pulumi.ComponentResource):
                 "0600",
                 owner,
                 base64=True,
-            ),
-            SecretFile(
-                "kdf-rpc-password",
-                layout.kdf_rpc_password,
-                pulumi.Output.secret(rpc_raw.result.apply(kdf_rpc_password)),
-                "0600",
-                owner,
             ),
         ]
         if args.ca is not None and settings.tls.mode == "self_signed":
