@@ -229,3 +229,23 @@ def test_unit_matches_the_supervisors_process_model() -> None:
     script = render_install_script(BootstrapInput(settings=settings))
     assert "kdf-remote-kdf@" not in script and "polkit" not in script
     assert "useradd" in script and script.count("useradd") == 1
+
+
+def test_unit_carries_the_documented_hardening() -> None:
+    """The unit has the sandbox directives and writable paths docs/security.md promises."""
+    settings, layout = make(), Layout()
+    directives = render_daemon_unit(settings, layout).splitlines()
+    for line in (
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "ProtectHome=yes",
+        "UMask=0077",
+    ):
+        assert line in directives, line
+    assert any(d.startswith(("ReadWritePaths=", "StateDirectory=")) for d in directives)
+    assert not any("CAP_SYS_ADMIN" in d for d in directives)
+    assert not any(
+        d.startswith("AmbientCapabilities=") and d.strip() != "AmbientCapabilities="
+        for d in directives
+    )

@@ -166,9 +166,10 @@ class KdfSection(msgspec.Struct, frozen=True, kw_only=True):
     update_order: str = "last"
     """``last``: workers restart first and ``main`` last; ``first``: ``main`` first."""
     run_as: str | None = None
-    """The unprivileged account KDF runs as when the daemon runs as root. Unset: ``kdf`` if that
-    account exists (the bootstrap creates it), else KDF inherits the daemon's user with a
-    warning. Set: the account must exist, or start-up is refused."""
+    """The unprivileged account KDF runs as when the daemon runs as root (a manual install; the
+    bootstrap's unit runs the daemon itself unprivileged, and KDF inherits its user). Unset:
+    ``kdf`` if that account exists, else KDF inherits root with a warning. Set: the account must
+    exist, or start-up is refused."""
 
 
 class BackupSection(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,7 +9,7 @@ Framework-free parts, each usable and tested alone:
 - :mod:`.signing`: request signatures, the nonce cache;
 - :mod:`.audit`: the hash-chained audit log and its verifier;
 - :mod:`.tls` / :mod:`.certs`: Mozilla-intermediate server context, ``tls init``;
-- :mod:`.process` / :mod:`.systemd`: KDF's unprivileged user, the hardened unit;
+- :mod:`.process`: the unprivileged account KDF runs as when the daemon is root;
 - :mod:`.runtime`: all of the above built from ``security:``.
 
 Litestar-facing parts: :mod:`.middleware` (the raw ASGI gate), :mod:`.guards`,

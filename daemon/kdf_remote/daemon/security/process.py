@@ -1,9 +1,9 @@
 """Which user KDF runs as: never root.
 
-When the daemon runs as root (the systemd unit of :mod:`.systemd`), KDF is started as the
-unprivileged ``kdf`` user: a compromise of KDF (which parses peer-to-peer traffic) then cannot
-read the daemon's JWT key, keys file, TLS key or audit log, all 0600 and owned by root. When the
-daemon already runs unprivileged, KDF runs as the same user.
+When the daemon runs as root (a manual install; the bootstrap's unit runs it unprivileged), KDF
+is started as the unprivileged ``kdf`` user: a compromise of KDF (which parses peer-to-peer
+traffic) then cannot read the daemon's JWT key, keys file, TLS key or audit log, all 0600 and
+owned by root. When the daemon already runs unprivileged, KDF runs as the same user.
 """
 
 from __future__ import annotations
