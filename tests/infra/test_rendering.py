@@ -87,6 +87,10 @@ def test_daemon_config_is_accepted_by_the_daemon(variant: str) -> None:
     assert str(parsed.security.ssl.key_path) == str(Layout().tls_key)
     assert str(parsed.security.jwt.key_file) == str(Layout().jwt_key)
     assert parsed.kdf_compat.enabled == settings.kdf_compat.enabled
+    # Verified updates install beside the pinned release, from its origin only.
+    assert str(parsed.kdf.bin_dir) == str(Layout().kdf_bin_dir)
+    assert len(parsed.kdf.release_origins) == 1
+    assert settings.kdf.url.startswith(parsed.kdf.release_origins[0] + "/")
 
 
 def test_first_boot_config_holds_no_key_hash() -> None:

@@ -8,6 +8,7 @@ in by the copy delivered over SSH.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -50,6 +51,12 @@ def _security(data: DaemonConfigInput) -> dict[str, object]:
     }
 
 
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url`` (the daemon's ``kdf.release_origins`` format)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def render_daemon_config(data: DaemonConfigInput) -> str:
     """The YAML text of ``daemon.yaml``; keys and order follow design.md."""
     settings, layout = data.settings, data.layout
@@ -74,6 +81,10 @@ def render_daemon_config(data: DaemonConfigInput) -> str:
             "auto_restart": True,
             "max_restart_attempts": 3,
             "rpc_port": settings.kdf_rpc_port,
+            # `POST /v1/kdf/update` installs releases beside the pinned one and switches
+            # atomically; only the pinned release's origin is trusted for downloads.
+            "bin_dir": str(layout.kdf_bin_dir),
+            "release_origins": [_origin(settings.kdf.url)],
         },
         "security": _security(data),
     }
