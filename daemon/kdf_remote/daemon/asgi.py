@@ -74,22 +74,24 @@ class DaemonApp:
         # Typed as plain ASGI 3 so any server or test client accepts the app.
         await self._entry(scope, receive, send)
 
-    async def _dispatch(
+    def _dispatch(
         self,
         asgi_scope: MutableMapping[str, Any],
         asgi_receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
         asgi_send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ) -> None:
-        """Serve what the gate admitted: RPC calls by :meth:`_rpc`, the rest by Litestar."""
+    ) -> Awaitable[None]:
+        """Serve what the gate admitted: RPC calls by :meth:`_rpc`, the rest by Litestar.
+
+        Returns the coroutine to await rather than awaiting it: one frame less on the hot path.
+        """
         scope = cast("Scope", asgi_scope)
         receive = cast("Receive", asgi_receive)
         send = cast("Send", asgi_send)
         if scope["type"] == ScopeType.HTTP:
             name = rpc_instance(scope)
             if name is not None:
-                await self._rpc(scope, receive, send, name)
-                return
-        await self.litestar(scope, receive, send)
+                return self._rpc(scope, receive, send, name)
+        return self.litestar(scope, receive, send)
 
     async def _rpc(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         """One proxied KDF call; its audit line names the instance and the methods called."""

@@ -1,7 +1,7 @@
 """A lean pooled keep-alive HTTP/1.1 client for KDF's RPC on loopback.
 
-KDF speaks one thing, ``POST /`` with a JSON body, so this client does exactly that: asyncio
-streams for I/O, ``httptools`` (llhttp) for parsing responses, and a bounded pool of keep-alive
+KDF speaks one thing, ``POST /`` with a JSON body, so this client does exactly that: an asyncio
+protocol for I/O, ``httptools`` (llhttp) for parsing responses, and a bounded pool of keep-alive
 connections with one request in flight per connection. It sits on the daemon's RPC proxy hot path,
 where httpx's AsyncClient collapses under concurrency, hence no general-purpose client here.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import cast
 
 import httptools
 import msgspec
@@ -25,7 +26,8 @@ __all__ = ["DEFAULT_MAX_CONNECTIONS", "KdfTransport", "RawResponse"]
 
 DEFAULT_MAX_CONNECTIONS = 32
 """Upper bound of open connections per transport; further callers wait for a free one."""
-_READ_CHUNK = 65536
+_SINGLE_WRITE_LIMIT = 65536
+"""Bodies below this are sent with the head in one write; larger ones are not copied."""
 
 
 class RawResponse(msgspec.Struct, frozen=True, gc=False):
@@ -44,29 +46,74 @@ class RawResponse(msgspec.Struct, frozen=True, gc=False):
         return None
 
 
-class _Connection:
-    """One keep-alive connection and its response parser; never used by two requests at once."""
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection and its response parser; never used by two requests at once.
+
+    A protocol rather than streams: the response is parsed in ``data_received`` and the waiting
+    request is woken once, when the message is complete, with no reader buffer in between.
+    """
 
     __slots__ = (
         "_body",
-        "_complete",
+        "_gone",
         "_headers",
         "_headers_done",
         "_keep_alive",
+        "_lost",
         "_parser",
-        "_reader",
-        "_writer",
+        "_transport",
+        "_waiter",
     )
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._headers: list[tuple[str, str]] = []
         self._body: list[bytes] = []
-        self._complete = False
         self._headers_done = False
         self._keep_alive = False
+        self._lost = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast("asyncio.Transport", transport)
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            # Bytes nobody asked for: the connection is out of step, never reuse it.
+            self._discard()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            waiter.set_exception(exc)
+            self._discard()
+
+    def eof_received(self) -> bool:
+        waiter = self._waiter
+        self._lost = True
+        if waiter is not None and not waiter.done():
+            if self._body_ends_at_eof():
+                self._keep_alive = False
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(
+                    ConnectionResetError("KDF closed the connection before a full response")
+                )
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        if not self._gone.done():
+            self._gone.set_result(None)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(
+                exc or ConnectionResetError("KDF closed the connection before a full response")
+            )
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -79,18 +126,22 @@ class _Connection:
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        self._complete = True
         # llhttp resets its flags after this callback, so the answer must be read here.
         self._keep_alive = self._parser.should_keep_alive()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     @property
     def reusable(self) -> bool:
         """False once the peer closed or reset the idle connection."""
-        return not (
-            self._writer.is_closing()
-            or self._reader.at_eof()
-            or self._reader.exception() is not None
-        )
+        transport = self._transport
+        return not (self._lost or transport is None or transport.is_closing())
+
+    def _discard(self) -> None:
+        self._lost = True
+        if self._transport is not None:
+            self._transport.close()
 
     def _body_ends_at_eof(self) -> bool:
         names = {name for name, _ in self._headers}
@@ -98,35 +149,37 @@ class _Connection:
 
     async def request(self, head: bytes, body: bytes) -> tuple[RawResponse, bool]:
         """Send one request; return the response and whether the connection may be reused."""
+        transport = self._transport
+        if transport is None or self._lost:
+            raise ConnectionResetError("KDF closed the connection")
         self._headers = []
         self._body = []
-        self._complete = False
         self._headers_done = False
         self._keep_alive = False
-        self._writer.write(head + body if len(body) < _READ_CHUNK else head)
-        if len(body) >= _READ_CHUNK:
-            self._writer.write(body)
-        await self._writer.drain()
-        while not self._complete:
-            chunk = await self._reader.read(_READ_CHUNK)
-            if not chunk:
-                if self._body_ends_at_eof():
-                    self._keep_alive = False
-                    break
-                raise ConnectionResetError("KDF closed the connection before a full response")
-            self._parser.feed_data(chunk)
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        # One write for a small call (one segment); a large body is not copied.
+        if len(body) < _SINGLE_WRITE_LIMIT:
+            transport.write(head + body)
+        else:
+            transport.writelines((head, body))
+        try:
+            await waiter
+        finally:
+            self._waiter = None
         response = RawResponse(
             status=self._parser.get_status_code(),
             headers=tuple(self._headers),
-            body=b"".join(self._body),
+            body=self._body[0] if len(self._body) == 1 else b"".join(self._body),
         )
         return response, self._keep_alive
 
     def close(self) -> None:
-        self._writer.close()
+        self._lost = True
+        if self._transport is not None:
+            self._transport.close()
 
     async def wait_closed(self) -> None:
-        await self._writer.wait_closed()
+        await self._gone
 
 
 class KdfTransport:
@@ -170,8 +223,10 @@ class KdfTransport:
         return None
 
     async def _connect(self) -> _Connection:
-        reader, writer = await asyncio.open_connection(self.host, self.port, limit=_READ_CHUNK)
-        return _Connection(reader, writer)
+        _, connection = await asyncio.get_running_loop().create_connection(
+            _Connection, self.host, self.port
+        )
+        return connection
 
     async def post(self, body: bytes, *, timeout: float) -> RawResponse:  # noqa: ASYNC109 (interface)
         """POST ``body`` to ``/`` and return KDF's response, whatever its HTTP status.

@@ -116,10 +116,23 @@ def _clip(value: str | None) -> str | None:
     return value if len(value) <= MAX_FIELD else value[: MAX_FIELD - 1] + "…"
 
 
+_last_stamp: tuple[int, str] = (-1, "")
+"""The last formatted millisecond: under load many lines share one, and formatting is costly."""
+
+
 def _timestamp(now: float) -> str:
-    return (
-        datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    global _last_stamp  # noqa: PLW0603  # a one-entry cache shared by every AuditLog
+    millis = int(now * 1000)
+    cached_millis, text = _last_stamp
+    if millis == cached_millis:
+        return text
+    text = (
+        datetime.fromtimestamp(millis / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
     )
+    _last_stamp = (millis, text)
+    return text
 
 
 def _seal(record: AuditRecord) -> tuple[bytes, str]:
