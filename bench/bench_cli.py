@@ -201,6 +201,10 @@ def main() -> None:
             "XDG_DATA_HOME": str(root / "data"),
         }
         env.pop("KDF_REMOTE_PROFILE", None)
+        # Measure the CLI as an installed one runs: with cached bytecode. pip compiled the
+        # anchors' (supervisor's) bytecode at install time; an editable checkout under
+        # PYTHONDONTWRITEBYTECODE would recompile every module of ours on every run.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         daemon, port, ca = start_daemon(root / "daemon")
         supervisord, conf = start_supervisord(root)
         try:
