@@ -206,3 +206,27 @@ def test_cgroup2_file_protocol(tmp_path: Path) -> None:
     cause = enforcer.exit_cause("w1")
     assert cause is not None and cause.reason == MEMORY_LIMIT_REASON
     assert str(256 * MIB) in cause.detail
+
+
+@pytest.mark.parametrize("mechanism", ["auto", "rlimit"])
+def test_an_uncapped_instance_spawns_plainly_with_core_dumps_off(mechanism: str) -> None:
+    """No memory/cpu cap: no pre-exec hook and no cgroup (the fast spawn path), core dumps off."""
+    enforcer = LimitEnforcer(mechanism, namespace=f"kdf-remote-test-{uuid.uuid4().hex[:8]}")
+    try:
+        plan = enforcer.prepare("plain", ResourceLimits())
+        assert plan.preexec is None and plan.argv_prefix == ()
+        child = subprocess.Popen(["sleep", "30"])
+        try:
+            enforcement = enforcer.attach("plain", child.pid)
+            assert not enforcement.memory_enforced and not enforcement.cpu_enforced
+            assert enforcement.cgroup is None
+            limits = Path(f"/proc/{child.pid}/limits").read_text()
+            core = next(line for line in limits.splitlines() if line.startswith("Max core"))
+            assert core.split()[4:6] == ["0", "0"]  # "Max core file size  0  0  bytes"
+            assert enforcer.exit_cause("plain") is None
+        finally:
+            child.kill()
+            child.wait()
+        enforcer.release("plain")
+    finally:
+        enforcer.close()
