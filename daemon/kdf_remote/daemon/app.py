@@ -34,7 +34,7 @@ from kdf_remote.daemon.controllers import (
     logs_controller,
 )
 from kdf_remote.daemon.errors import exception_handlers
-from kdf_remote.daemon.metrics import http_metrics_middleware, make_metrics
+from kdf_remote.daemon.metrics import make_metrics
 from kdf_remote.daemon.openapi import openapi_config
 from kdf_remote.daemon.proxy import RpcFastPath, RpcForwarder
 from kdf_remote.daemon.security.plugin import SecurityPlugin
@@ -131,7 +131,6 @@ def create_app(
             "updates": _provide(updates),
             "backups": _provide(backups),
         },
-        middleware=[http_metrics_middleware(metrics)],
         exception_handlers=exception_handlers(),
         openapi_config=openapi_config(daemon_version()),
         request_max_body_size=settings.security.max_body_size,
@@ -149,4 +148,5 @@ def create_app(
             RpcFastPath(forwarder, max_body=settings.security.max_body_size) if fast_rpc else None
         ),
         max_body=settings.security.max_body_size,
+        metrics=metrics,
     )

@@ -16,6 +16,7 @@ from litestar.enums import ScopeType
 
 from kdf_remote.daemon.auth import principal_of
 from kdf_remote.daemon.errors import UnauthorizedError, send_error
+from kdf_remote.daemon.metrics import HttpMetricsMiddleware
 from kdf_remote.daemon.proxy import RpcFastPath, rpc_instance
 from kdf_remote.daemon.security.middleware import SecurityMiddleware, set_audit_note
 from kdf_remote.kdf.errors import KdfProtocolError
@@ -23,13 +24,23 @@ from kdf_remote.kdf.rpc import method_names
 
 if TYPE_CHECKING:
     from litestar import Litestar
-    from litestar.types import Receive, ReceiveMessage, Scope, Send
+    from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
     from kdf_remote.daemon.security.runtime import SecurityRuntime
     from kdf_remote.daemon.services import InstanceService
     from kdf_remote.daemon.streams import StreamLimiter
+    from kdf_remote.supervisor.metrics import DaemonMetrics
 
 __all__ = ["RPC_PATH_TEMPLATE", "DaemonApp", "rpc_audit_detail"]
+
+_PlainAsgi = Callable[
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[MutableMapping[str, Any]]],
+        Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
 
 RPC_PATH_TEMPLATE: Final = "/v1/instances/{name}/rpc"
 """The RPC route as Litestar names it in ``scope["path_template"]`` (the audit's action)."""
@@ -56,6 +67,7 @@ class DaemonApp:
         limiter: StreamLimiter,
         fast_path: RpcFastPath | None,
         max_body: int,
+        metrics: DaemonMetrics,
     ) -> None:
         self.litestar = litestar
         self.security = security
@@ -63,7 +75,14 @@ class DaemonApp:
         self.limiter = limiter
         self.fast_path = fast_path
         self._max_body = max_body
-        self._entry = SecurityMiddleware(self._dispatch, security)
+        # Outermost: the request counter and timer see everything, including calls the security
+        # gate refuses and the RPC fast path that never reaches Litestar's routing.
+        self._entry = cast(
+            "_PlainAsgi",
+            HttpMetricsMiddleware(
+                cast("ASGIApp", SecurityMiddleware(self._dispatch, security)), metrics
+            ),
+        )
 
     async def __call__(
         self,

@@ -3,9 +3,11 @@
 The registry is :class:`~kdf_remote.supervisor.metrics.DaemonMetrics` (per-instance figures read
 from status snapshots at each scrape, the KDF RPC latency histogram, HTTP request counts and
 latencies). RPC calls are timed in :meth:`InstanceService.rpc`, which both the raw ASGI fast
-path and the Litestar route go through; Litestar-routed requests are timed by
-:class:`HttpMetricsMiddleware` under their route template (never the raw path, so a caller
-cannot grow the label set).
+path and the Litestar route go through. Every HTTP request, the fast path's and those the
+security gate refuses included, is counted and timed by :class:`HttpMetricsMiddleware`, the
+outermost layer of :class:`~kdf_remote.daemon.asgi.DaemonApp`, under its route template (never
+the raw path, so a caller cannot grow the label set; requests refused before routing count
+under ``unmatched``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from litestar.enums import ScopeType
-from litestar.middleware import DefineMiddleware
 
 from kdf_remote.supervisor.metrics import DaemonMetrics
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
     from kdf_remote.daemon.settings import Settings
 
-__all__ = ["HttpMetricsMiddleware", "http_metrics_middleware", "make_metrics"]
+__all__ = ["HttpMetricsMiddleware", "make_metrics"]
 
 
 def make_metrics(settings: Settings) -> DaemonMetrics:
@@ -32,7 +33,7 @@ def make_metrics(settings: Settings) -> DaemonMetrics:
 
 
 class HttpMetricsMiddleware:
-    """Counts and times every HTTP request Litestar routes (first byte for streams)."""
+    """Counts and times every HTTP request (to the first byte for streams)."""
 
     def __init__(self, app: ASGIApp, metrics: DaemonMetrics) -> None:
         self.app = app
@@ -63,8 +64,3 @@ class HttpMetricsMiddleware:
         route = scope.get("path_template") or "unmatched"
         method = str(scope.get("method", "GET"))
         self.metrics.observe_http(method, str(route), state["status"], time.perf_counter() - began)
-
-
-def http_metrics_middleware(metrics: DaemonMetrics) -> DefineMiddleware:
-    """The middleware for Litestar's ``middleware=[...]``."""
-    return DefineMiddleware(HttpMetricsMiddleware, metrics=metrics)

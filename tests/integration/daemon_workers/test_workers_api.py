@@ -91,6 +91,8 @@ async def test_create_list_capacity_metrics_and_remove(tmp_path: Path) -> None:
             return any(s.labels["kdf_instance"] == "w1" and s.value > 0 for s in rss)
 
         await poll(scraped, "a health sample of w1 in the metrics")
+        refused = await http.get("/v1/instances")  # no credentials: the gate answers 401
+        assert refused.status_code == 401
         text = (await http.get("/v1/metrics", headers=auth(VIEWER_KEY))).text
         families = {f.name: f for f in text_string_to_metric_families(text)}
         up = {s.labels["kdf_instance"]: s.value for s in families["kdf_instance_up"].samples}
@@ -107,6 +109,12 @@ async def test_create_list_capacity_metrics_and_remove(tmp_path: Path) -> None:
             s.labels.get("route") == "/v1/workers" and s.labels.get("status") == "201"
             for s in http_counts
         )
+        # The RPC fast path (before Litestar's routing) and the gate's refusals count too.
+        assert any(
+            s.labels.get("route") == "/v1/instances/{name}/rpc" and s.labels.get("status") == "200"
+            for s in http_counts
+        )
+        assert any(s.labels.get("status") == "401" for s in http_counts)
 
         removed = await http.delete("/v1/workers/w1", headers=auth())
         assert removed.status_code == 200, removed.text
