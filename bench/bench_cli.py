@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from kdf_remote.daemon.security.tokens import create_jwt_key_file
+
 BIN = Path(sys.executable).parent
 API_KEY = "kdfr_" + "b" * 43
 
@@ -122,6 +124,8 @@ def start_daemon(root: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
     path = root / "daemon.yaml"
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
+    # The daemon refuses to start without its token-signing key (made at install time).
+    create_jwt_key_file(root / "state" / "jwt.key")
     log = (root / "daemon.log").open("wb")
     proc = subprocess.Popen(
         [str(BIN / "kdf-remote-daemon"), "--config", str(path)],
