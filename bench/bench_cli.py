@@ -17,8 +17,6 @@ Console scripts are invoked by their path in this venv (never through a shim).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import ipaddress
 import os
 import signal
 import socket
@@ -32,11 +30,8 @@ from pathlib import Path
 
 import httpx
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from kdf_remote.daemon.security.certs import init_tls
 from kdf_remote.daemon.security.tokens import create_jwt_key_file
 
 BIN = Path(sys.executable).parent
@@ -50,48 +45,9 @@ def free_port() -> int:
 
 
 def make_tls(directory: Path) -> tuple[Path, Path, Path]:
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True)
-    paths = directory / "server.pem", directory / "server.key", directory / "ca.pem"
-    paths[0].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    paths[1].chmod(0o600)
-    paths[2].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    return paths
+    """A throw-away CA and server certificate for 127.0.0.1 (the daemon's own `tls init`)."""
+    files = init_tls(directory, ["127.0.0.1", "localhost"], days=1)
+    return Path(files.server_cert), Path(files.server_key), Path(files.ca_cert)
 
 
 def start_daemon(root: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
