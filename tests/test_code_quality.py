@@ -23,14 +23,14 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
 def test_ruff_lint_is_clean() -> None:
     """`ruff check` finds nothing in any part."""
     pytest.importorskip("ruff")
-    result = _run("ruff", "check", "--output-format", "concise", *PARTS)
+    result = _run("ruff", "check", "--no-cache", "--output-format", "concise", *PARTS)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff_format_is_applied() -> None:
     """`ruff format --check` would change no file."""
     pytest.importorskip("ruff")
-    result = _run("ruff", "format", "--check", *PARTS)
+    result = _run("ruff", "format", "--no-cache", "--check", *PARTS)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -21,8 +21,6 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kdf_remote.client.local import AsyncLocalKdfController, LocalKdfController
-
     from kdf_remote.client._async import AsyncRemoteKdfController
     from kdf_remote.client._core import DEFAULT_STARTUP_CONFIG, Backoff, RetryPolicy
     from kdf_remote.client._sync import RemoteKdfController
@@ -46,6 +44,7 @@ if TYPE_CHECKING:
         Unauthorized,
         Unsupported,
     )
+    from kdf_remote.client.local import AsyncLocalKdfController, LocalKdfController
     from kdf_remote.client.models import (
         Capacity,
         DaemonHealth,
