@@ -23,19 +23,18 @@ import contextlib
 import json
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psutil
 
+from _nginx import free_port  # type: ignore[import-not-found]
+from _wrk import WrkResult, lua, median, wrk  # type: ignore[import-not-found]
 from kdf_remote.daemon.security.tokens import create_jwt_key_file
 
 BIN = Path(sys.executable).parent
@@ -49,67 +48,12 @@ START_CONFIG = {
     "coins": [{"coin": "KMD", "pubtype": 60, "protocol": {"type": "UTXO"}}],
 }
 BODY = json.dumps({"method": "get_enabled_coins", "userpass": RPC_PASSWORD})
-LUA = """\
-wrk.method = "POST"
-wrk.body = '{body}'
-wrk.headers["Content-Type"] = "application/json"
-{extra}
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %.6f %.1f %.1f %d %d\\n", summary.requests,
-    summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.timeout, e.status))
-end
-"""
 TARGETS = ("direct", "compat", "rest")
 LABELS = {
     "direct": "direct to kdf-sim",
     "compat": "kdf_compat listener",
     "rest": "REST rpc proxy",
 }
-
-
-@dataclass
-class WrkResult:
-    """One wrk run."""
-
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wrk(url: str, connections: int, duration: float, script: Path) -> WrkResult:
-    """Run wrk against ``url`` and parse the Lua summary line."""
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    line = next(line for line in out.splitlines() if line.startswith("RESULT"))
-    _, requests, seconds, p50, p99, socket_errors, status_errors = line.split()
-    return WrkResult(
-        requests_per_s=int(requests) / float(seconds),
-        p50_ms=float(p50) / 1000,
-        p99_ms=float(p99) / 1000,
-        errors=int(socket_errors) + int(status_errors),
-    )
-
-
-def lua(root: Path, name: str, headers: dict[str, str]) -> Path:
-    """A wrk script posting the call with ``headers``."""
-    extra = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-    path = root / f"{name}.lua"
-    path.write_text(LUA.format(body=BODY, extra=extra))
-    return path
 
 
 def write_config(root: Path, port: int, rpc_port: int, compat_port: int) -> Path:
@@ -149,16 +93,6 @@ def daemon(argv: list[str], url: str) -> Iterator[subprocess.Popen[bytes]]:
         process.wait(30)
 
 
-def median(results: list[WrkResult]) -> WrkResult:
-    """Field-wise median of several runs."""
-    return WrkResult(
-        requests_per_s=statistics.median(r.requests_per_s for r in results),
-        p50_ms=statistics.median(r.p50_ms for r in results),
-        p99_ms=statistics.median(r.p99_ms for r in results),
-        errors=sum(r.errors for r in results),
-    )
-
-
 def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -178,9 +112,9 @@ def main() -> None:
         "rest": f"{url}/v1/instances/main/rpc",
     }
     scripts = {
-        "direct": lua(root, "direct", {}),
-        "compat": lua(root, "compat", {}),
-        "rest": lua(root, "rest", {"X-API-Key": API_KEY}),
+        "direct": lua(root, "direct", BODY, {}),
+        "compat": lua(root, "compat", BODY, {}),
+        "rest": lua(root, "rest", BODY, {"X-API-Key": API_KEY}),
     }
     runs: dict[tuple[str, int], list[WrkResult]] = {}
     kdf_pid: int | None = None

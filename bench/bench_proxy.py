@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -39,6 +38,7 @@ import psutil
 
 # bench/ is the script's own directory (first on sys.path), but not on mypy's path.
 from _nginx import NginxProxy, free_port  # type: ignore[import-not-found]
+from _wrk import WrkResult, lua, median, wrk  # type: ignore[import-not-found]
 from kdf_remote.daemon.security.tokens import create_jwt_key_file
 
 BIN = Path(sys.executable).parent
@@ -50,18 +50,6 @@ START_CONFIG = {
     "disable_p2p": True,
     "coins": [{"coin": "KMD", "pubtype": 60, "protocol": {"type": "UTXO"}}],
 }
-LUA = """\
-wrk.method = "POST"
-wrk.body = '{body}'
-wrk.headers["Content-Type"] = "application/json"
-{extra}
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %.6f %.1f %.1f %d %d\\n", summary.requests,
-    summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.timeout, e.status))
-end
-"""
 # Serves the daemon with the RPC proxy routed through Litestar (no fast path), for comparison.
 LITESTAR_RPC = """
 import sys
@@ -74,42 +62,6 @@ settings = load_settings(Path(sys.argv[1]))
 configure_logging("warning", json_logs=False)
 serve(settings, create_app(settings, fast_rpc=False))
 """
-
-
-@dataclass
-class WrkResult:
-    """One wrk run."""
-
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-def wrk(url: str, connections: int, duration: float, script: Path) -> WrkResult:
-    """Run wrk against ``url`` and parse the Lua summary line."""
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    line = next(line for line in out.splitlines() if line.startswith("RESULT"))
-    _, requests, seconds, p50, p99, socket_errors, status_errors = line.split()
-    return WrkResult(
-        requests_per_s=int(requests) / float(seconds),
-        p50_ms=float(p50) / 1000,
-        p99_ms=float(p99) / 1000,
-        errors=int(socket_errors) + int(status_errors),
-    )
-
-
-def lua(root: Path, name: str, headers: dict[str, str]) -> Path:
-    """A wrk script posting the version call with ``headers``."""
-    extra = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-    path = root / f"{name}.lua"
-    path.write_text(LUA.format(body=BODY, extra=extra))
-    return path
 
 
 def write_config(root: Path, port: int, rpc_port: int) -> Path:
@@ -163,16 +115,6 @@ def start_to_running(http: httpx.Client, times: int) -> list[float]:
     return seconds
 
 
-def median(results: list[WrkResult]) -> WrkResult:
-    """Field-wise median of several runs."""
-    return WrkResult(
-        requests_per_s=statistics.median(r.requests_per_s for r in results),
-        p50_ms=statistics.median(r.p50_ms for r in results),
-        p99_ms=statistics.median(r.p99_ms for r in results),
-        errors=sum(r.errors for r in results),
-    )
-
-
 def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -187,9 +129,9 @@ def main() -> None:
     config = write_config(root, port, rpc_port)
     url = f"http://127.0.0.1:{port}"
     scripts = {
-        "direct": lua(root, "direct", {}),
-        "nginx": lua(root, "nginx", {}),
-        "daemon": lua(root, "daemon", {"X-API-Key": API_KEY}),
+        "direct": lua(root, "direct", BODY, {}),
+        "nginx": lua(root, "nginx", BODY, {}),
+        "daemon": lua(root, "daemon", BODY, {"X-API-Key": API_KEY}),
     }
     kdf_pid: int | None = None
     try:
