@@ -23,16 +23,14 @@ import contextlib
 import json
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psutil
 
+from _daemon import daemon  # type: ignore[import-not-found]
 from _nginx import free_port  # type: ignore[import-not-found]
 from _wrk import WrkResult, lua, median, wrk  # type: ignore[import-not-found]
 from kdf_remote.daemon.security.tokens import create_jwt_key_file
@@ -72,25 +70,6 @@ def write_config(root: Path, port: int, rpc_port: int, compat_port: int) -> Path
     )
     create_jwt_key_file(root / "state" / "jwt.key")
     return path
-
-
-@contextlib.contextmanager
-def daemon(argv: list[str], url: str) -> Iterator[subprocess.Popen[bytes]]:
-    """A daemon process, up once /v1/health answers; SIGTERM on exit."""
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            if process.poll() is not None:
-                raise SystemExit(f"daemon exited with {process.returncode}")
-            time.sleep(0.05)
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
 
 
 def main() -> None:

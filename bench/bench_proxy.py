@@ -26,15 +26,15 @@ import json
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psutil
+
+from _daemon import daemon  # type: ignore[import-not-found]
 
 # bench/ is the script's own directory (first on sys.path), but not on mypy's path.
 from _nginx import NginxProxy, free_port  # type: ignore[import-not-found]
@@ -81,25 +81,6 @@ def write_config(root: Path, port: int, rpc_port: int) -> Path:
     # The daemon refuses to start without its token-signing key (made at install time).
     create_jwt_key_file(root / "state" / "jwt.key")
     return path
-
-
-@contextlib.contextmanager
-def daemon(argv: list[str], url: str) -> Iterator[subprocess.Popen[bytes]]:
-    """A daemon process, up once /v1/health answers; SIGTERM on exit (KDF keeps running)."""
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            if process.poll() is not None:
-                raise SystemExit(f"daemon exited with {process.returncode}")
-            time.sleep(0.05)
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
 
 
 def start_to_running(http: httpx.Client, times: int) -> list[float]:
