@@ -11,7 +11,7 @@ import pytest
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ["client", "daemon", "supervisor", "kdf", "sim", "infra", "tests", "bench"]
+PARTS = ["api", "client", "daemon", "supervisor", "kdf", "sim", "infra", "tests", "bench"]
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
