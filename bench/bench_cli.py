@@ -11,6 +11,9 @@ min-max in milliseconds:
                                                     target: no slower than supervisorctl
 - `kdf-remote rpc version` vs `curl` POST of the same call
 - `kdf-remote status --all --json` over N profiles  target <= 1.5 s for 100
+- `python -c pass` and `python -c "import cyclopts, httpx, httpcore, msgspec, yaml"` (httpx's own
+  CLI blocked as `kdf-remote` does): what any CLI built on the mandated libraries pays before it
+  does anything, to compare with `status --json` and supervisorctl
 Console scripts are invoked by their path in this venv (never through a shim).
 """
 
@@ -195,7 +198,15 @@ def main() -> None:
                 [kdf, "start", "main", "--json"], env=env, check=True, capture_output=True
             )
             auth = ["-H", f"Authorization: Bearer {API_KEY}"]
+            python = sys.executable
             commands = {
+                "python -c pass": [python, "-c", "pass"],
+                "import cyclopts+httpx+httpcore+msgspec+yaml": [
+                    python,
+                    "-c",
+                    "import sys; sys.modules['httpx._main'] = None\n"
+                    "import cyclopts, httpx, httpcore, msgspec, yaml",
+                ],
                 "kdf-remote --help": [kdf, "--help"],
                 "kdf-remote status --json": [kdf, "status", "--json"],
                 "curl GET /v1/instances (floor)": [
@@ -263,6 +274,12 @@ def main() -> None:
                 medians["kdf-remote status --json"] / medians["supervisorctl status (1 program)"]
             )
             print(f"status --json / supervisorctl status: {ratio:.2f}x (target <= 1.0)")
+            floor = medians["import cyclopts+httpx+httpcore+msgspec+yaml"]
+            print(
+                f"  of which the mandated libraries' import alone: {floor:.0f} ms "
+                f"({floor / medians['supervisorctl status (1 program)']:.2f}x supervisorctl); "
+                f"kdf-remote's own share: {medians['kdf-remote status --json'] - floor:.0f} ms"
+            )
             print(f"--help: {medians['kdf-remote --help']:.0f} ms (target <= 150)")
             print(f"status --all: {medians['all']:.0f} ms (target <= 1500)")
             subprocess.run([kdf, "stop", "main"], env=env, check=False, capture_output=True)

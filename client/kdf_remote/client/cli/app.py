@@ -88,13 +88,27 @@ for _group, _group_help, _subcommands in _GROUPS:
         _sub.command(f"{_PKG}.{_target}", name=_name, help=_help)
     app.command(_sub)
 
-app.register_install_completion_command(add_to_startup=True)
+# Not `app.register_install_completion_command()`: that imports cyclopts' completion machinery on
+# every run. The same command, registered by import path, is loaded only when it runs.
+app.command(
+    f"{_PKG}.completion:install_completion",
+    name="--install-completion",
+    help=(
+        "Install shell completion for this application.\n\n"
+        "Writes the completion script for your shell (--shell, else the detected one) where that "
+        "shell looks for it (or to --output) and adds the line that loads it to the shell's "
+        "start-up file; restart the shell afterwards."
+    ),
+)
 
 
 def main() -> None:
     """Console-script entry point."""
-    # httpx imports its optional `httpx` CLI (click, rich, pygments) when click is installed;
-    # blocking that module keeps every command ~30 ms faster and changes nothing we use.
+    # httpx/__init__ imports its own optional CLI, `httpx._main` (click, rich, pygments: ~35 ms),
+    # whenever click and rich are installed. A None entry makes that import fail, which httpx
+    # handles (it is its path for "httpx[cli] not installed"); only `httpx.main` is affected,
+    # which we never call. Done here, in our own process only, never in the library an app
+    # imports. tests/integration/client/test_cli_startup.py checks it stays the only block.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     result = app(sys.argv[1:])
     sys.exit(result if isinstance(result, int) else 0)
