@@ -33,6 +33,7 @@ __all__ = [
     "RPC_ROLE",
     "RpcFastPath",
     "RpcForwarder",
+    "is_rpc_route",
     "read_body",
     "rpc_instance",
 ]
@@ -54,8 +55,16 @@ _JSON_HEADERS: Final = ((b"content-type", b"application/json"),)
 
 def rpc_instance(scope: HTTPScope) -> str | None:
     """The instance name when ``scope`` is ``POST /v1/instances/{name}/rpc``, else None."""
-    path: str = scope["path"]
-    if scope["method"] != "POST" or not path.startswith(_PREFIX) or not path.endswith(_SUFFIX):
+    return _rpc_instance(scope["method"], scope["path"])
+
+
+def is_rpc_route(method: str, path: str) -> bool:
+    """Whether ``method path`` is the RPC proxy route (answered with one head and one body)."""
+    return _rpc_instance(method, path) is not None
+
+
+def _rpc_instance(method: str, path: str) -> str | None:
+    if method != "POST" or not path.startswith(_PREFIX) or not path.endswith(_SUFFIX):
         return None
     name = path[len(_PREFIX) : -len(_SUFFIX)]
     return name if name and "/" not in name else None

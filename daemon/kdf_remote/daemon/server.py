@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import uvicorn
 
+from kdf_remote.daemon.http_protocol import single_write_protocol
+from kdf_remote.daemon.proxy import is_rpc_route
 from kdf_remote.daemon.security.tls import check_listen_address, ssl_context_factory
 
 if TYPE_CHECKING:
@@ -39,7 +41,8 @@ def build_server_config(settings: Settings, app: DaemonApp) -> uvicorn.Config:
         "host": settings.daemon.host,
         "port": settings.daemon.port,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools, each proxied KDF answer sent in one write (the RPC hot path).
+        "http": single_write_protocol(is_rpc_route),
         "ws": "none",
         "lifespan": "on",
         "log_config": None,

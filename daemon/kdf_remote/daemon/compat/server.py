@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 import uvicorn
 
 from kdf_remote.daemon.compat.app import CompatApp
+from kdf_remote.daemon.http_protocol import single_write_protocol
 from kdf_remote.daemon.security.tls import check_listen_address, ssl_context_factory
 
 if TYPE_CHECKING:
@@ -51,7 +52,8 @@ def build_compat_config(settings: Settings, app: CompatApp) -> uvicorn.Config:
         "host": settings.daemon.host,
         "port": port,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools; each KDF answer (POST /) in one write. The event stream keeps two.
+        "http": single_write_protocol(_is_kdf_call),
         "ws": "none",
         # The REST server's lifespan opens and closes the supervisor for both listeners.
         "lifespan": "off",
@@ -65,6 +67,10 @@ def build_compat_config(settings: Settings, app: CompatApp) -> uvicorn.Config:
     if ssl is not None:
         options["ssl_context_factory"] = ssl_context_factory(ssl.cert_path, ssl.key_path)
     return uvicorn.Config(app, **options)
+
+
+def _is_kdf_call(method: str, path: str) -> bool:
+    return method == "POST"
 
 
 class CompatServer(uvicorn.Server):
