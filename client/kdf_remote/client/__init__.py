@@ -12,7 +12,8 @@
 profile change. `aconnect` and the ``Async*`` classes are the asyncio twins. Every error derives
 from `KdfRemoteError` (the tree is drawn in `kdf_remote.client.errors`).
 
-Names are imported on first use, so importing this package stays cheap for the CLI.
+Names other than the exception tree are imported on first use, so importing this package stays
+cheap for the CLI.
 """
 
 from __future__ import annotations
@@ -20,30 +21,32 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+# The exception tree is imported eagerly: it imports nothing itself, and every caller needs it.
+from kdf_remote.client.errors import (
+    ApiError,
+    BadRequest,
+    ConfigError,
+    Conflict,
+    ConnectError,
+    DaemonTimeoutError,
+    Forbidden,
+    KdfRemoteError,
+    KdfUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    ProtocolError,
+    RateLimited,
+    ServerError,
+    TransportError,
+    Unauthorized,
+    Unsupported,
+)
+
 if TYPE_CHECKING:
     from kdf_remote.client._async import AsyncRemoteKdfController
     from kdf_remote.client._core import DEFAULT_STARTUP_CONFIG, Backoff, RetryPolicy
     from kdf_remote.client._sync import RemoteKdfController
     from kdf_remote.client.connect import AsyncKdfController, KdfController, aconnect, connect
-    from kdf_remote.client.errors import (
-        ApiError,
-        BadRequest,
-        ConfigError,
-        Conflict,
-        ConnectError,
-        DaemonTimeoutError,
-        Forbidden,
-        KdfRemoteError,
-        KdfUnavailable,
-        NotFound,
-        PayloadTooLarge,
-        ProtocolError,
-        RateLimited,
-        ServerError,
-        TransportError,
-        Unauthorized,
-        Unsupported,
-    )
     from kdf_remote.client.local import AsyncLocalKdfController, LocalKdfController
     from kdf_remote.client.models import (
         Capacity,
@@ -75,28 +78,6 @@ _WHERE = {
     "Profile": "profiles",
     "load_profile": "profiles",
     "resolve_profile": "profiles",
-    **dict.fromkeys(
-        (
-            "ApiError",
-            "BadRequest",
-            "ConfigError",
-            "Conflict",
-            "ConnectError",
-            "DaemonTimeoutError",
-            "Forbidden",
-            "KdfRemoteError",
-            "KdfUnavailable",
-            "NotFound",
-            "PayloadTooLarge",
-            "ProtocolError",
-            "RateLimited",
-            "ServerError",
-            "TransportError",
-            "Unauthorized",
-            "Unsupported",
-        ),
-        "errors",
-    ),
     **dict.fromkeys(
         (
             "Capacity",

@@ -19,6 +19,7 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -274,6 +275,7 @@ class AsyncLocalKdfController:
                 kdf_version=status.kdf_version,
                 pid=status.pid,
                 restarts=status.restarts,
+                at=datetime.now(UTC),
             )
         except _catchable() as exc:
             raise _translate(exc, instance) from None
@@ -292,7 +294,7 @@ class AsyncLocalKdfController:
             rss_bytes=sample.rss_bytes,
             open_fds=sample.open_fds,
             threads=sample.threads,
-            at=sample.at.isoformat(),
+            at=sample.at,
         )
 
     async def monitor_health(

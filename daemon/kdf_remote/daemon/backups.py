@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kdf_remote.api import Backup, BackupList, RestoreResult
 from kdf_remote.daemon.errors import ConflictError, NotFoundError
-from kdf_remote.daemon.schemas import BackupListOut, BackupOut, RestoreOut
 from kdf_remote.supervisor.backup import (
     BackupError,
     BackupInfo,
@@ -42,9 +42,9 @@ KEY_FILE = "backup.key"
 _STOPPED = (InstanceState.STOPPED, InstanceState.FAILED)
 
 
-def backup_out(info: BackupInfo) -> BackupOut:
+def backup_out(info: BackupInfo) -> Backup:
     """The API's view of a backup (its path on the server is left out)."""
-    return BackupOut(
+    return Backup(
         id=info.id,
         instance=info.instance,
         created_at=datetime.fromtimestamp(info.created_at, UTC),
@@ -98,7 +98,7 @@ class BackupService:
     def _data_dir(self, name: str) -> Path:
         return Path(self.instances.status(name).data_dir)
 
-    async def create(self, name: str) -> BackupOut:
+    async def create(self, name: str) -> Backup:
         """A consistent snapshot of ``name``'s data directory (running or not)."""
         data_dir = self._data_dir(name)
         async with self._lock:
@@ -107,14 +107,14 @@ class BackupService:
                 info = await asyncio.to_thread(manager.create, name, data_dir)
         return backup_out(info)
 
-    def list(self, name: str) -> BackupListOut:
+    def list(self, name: str) -> BackupList:
         """Backups of ``name``, oldest first (404 for an unknown instance)."""
         self.instances.status(name)
         with _backup_errors(name):
             infos = self.manager.list(name)
-        return BackupListOut(instance=name, backups=[backup_out(i) for i in infos])
+        return BackupList(instance=name, backups=[backup_out(i) for i in infos])
 
-    async def restore(self, name: str, backup_id: str) -> RestoreOut:
+    async def restore(self, name: str, backup_id: str) -> RestoreResult:
         """Replace ``name``'s data with backup ``backup_id`` (the instance must be stopped)."""
         data_dir = self._data_dir(name)
         if self.instances.status(name).state not in _STOPPED:
@@ -134,7 +134,7 @@ class BackupService:
                     is_stopped=lambda: self.instances.status(name).state in _STOPPED,
                     instance=name,
                 )
-        return RestoreOut(
+        return RestoreResult(
             instance=name,
             backup_id=result.backup_id,
             files=result.files,

@@ -22,11 +22,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 from litestar import MediaType, Response
 from litestar.exceptions import HTTPException, ValidationException
+
+from kdf_remote.api import ErrorBody
 
 if TYPE_CHECKING:
     from litestar.connection import Request
@@ -52,20 +54,26 @@ __all__ = [
 log = logging.getLogger("kdf_remote.daemon")
 
 
-class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
-    """Every error response of the daemon."""
-
-    error: str
-    """A stable machine-readable code, e.g. ``not_found`` or ``kdf_unreachable``."""
-    detail: str
-    """What went wrong, for a human; never a secret or a traceback."""
-
-
 class ApiError(Exception):
-    """An error the daemon reports to the caller with ``status``."""
+    """An error the daemon reports to the caller with ``status``.
+
+    A subclass names its status and default code in its header, e.g.
+    ``class NotFoundError(ApiError, status=404, code="not_found")``.
+    """
 
     status: int = 500
     code: str = "internal_error"
+    _by_status: ClassVar[dict[int, str]] = {}
+
+    def __init_subclass__(
+        cls, *, status: int | None = None, code: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status = status
+        if code is not None:
+            cls.code = code
+        ApiError._by_status.setdefault(cls.status, cls.code)
 
     def __init__(
         self, detail: str, *, code: str | None = None, headers: Mapping[str, str] | None = None
@@ -77,18 +85,12 @@ class ApiError(Exception):
         self.headers: dict[str, str] = dict(headers or {})
 
 
-class BadRequestError(ApiError):
+class BadRequestError(ApiError, status=400, code="bad_request"):
     """400: the request is malformed or a value is invalid."""
 
-    status = 400
-    code = "bad_request"
 
-
-class UnauthorizedError(ApiError):
+class UnauthorizedError(ApiError, status=401, code="unauthorized"):
     """401: no credentials, or credentials that are not valid."""
-
-    status = 401
-    code = "unauthorized"
 
     def __init__(self, detail: str, *, code: str | None = None) -> None:
         super().__init__(
@@ -96,59 +98,32 @@ class UnauthorizedError(ApiError):
         )
 
 
-class ForbiddenError(ApiError):
+class ForbiddenError(ApiError, status=403, code="forbidden"):
     """403: the caller's role or address may not do this."""
 
-    status = 403
-    code = "forbidden"
 
-
-class NotFoundError(ApiError):
+class NotFoundError(ApiError, status=404, code="not_found"):
     """404: no such instance (or route)."""
 
-    status = 404
-    code = "not_found"
 
-
-class ConflictError(ApiError):
+class ConflictError(ApiError, status=409, code="conflict"):
     """409: the instance is in the wrong state for this request."""
 
-    status = 409
-    code = "conflict"
 
-
-class PayloadTooLargeError(ApiError):
+class PayloadTooLargeError(ApiError, status=413, code="payload_too_large"):
     """413: the request (or KDF's answer) exceeds the configured size."""
 
-    status = 413
-    code = "payload_too_large"
 
-
-class TooManyRequestsError(ApiError):
+class TooManyRequestsError(ApiError, status=429, code="rate_limited"):
     """429: a concurrency or rate limit was hit."""
 
-    status = 429
-    code = "rate_limited"
 
-
-class BadGatewayError(ApiError):
+class BadGatewayError(ApiError, status=502, code="kdf_unreachable"):
     """502: KDF did not answer."""
 
-    status = 502
-    code = "kdf_unreachable"
 
-
-_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    429: "rate_limited",
-    502: "kdf_unreachable",
-}
+# The code of each status Litestar itself may raise: the classes' own, plus 405 (no class).
+_CODES = {**ApiError._by_status, 405: "method_not_allowed"}
 _encoder = msgspec.json.Encoder()
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from kdf_remote import api
 from kdf_remote.daemon.daemon_log import redactor
 from kdf_remote.daemon.errors import (
     BadGatewayError,
@@ -26,15 +27,7 @@ from kdf_remote.daemon.errors import (
     ConflictError,
     NotFoundError,
 )
-from kdf_remote.daemon.schemas import (
-    HealthSampleOut,
-    InstanceList,
-    InstanceStatusOut,
-    LogLineOut,
-    LogTail,
-    StateEventOut,
-    StoredConfigOut,
-)
+from kdf_remote.daemon.schemas import StoredConfigOut
 from kdf_remote.daemon.security.process import kdf_user
 from kdf_remote.daemon.streams import SseEvent, merge
 from kdf_remote.kdf.config import SECRET_FIELDS, KdfStartupConfig, decode_startup_config
@@ -147,12 +140,12 @@ async def _async_api_errors(name: str) -> AsyncIterator[None]:
         yield
 
 
-def _status_out(status: InstanceStatus) -> InstanceStatusOut:
-    return msgspec.convert(status, InstanceStatusOut, from_attributes=True)
+def _status_out(status: InstanceStatus) -> api.InstanceStatus:
+    return msgspec.convert(status, api.InstanceStatus, from_attributes=True)
 
 
-def _event_out(event: SupervisorEvent) -> StateEventOut:
-    return msgspec.convert(event, StateEventOut, from_attributes=True)
+def _event_out(event: SupervisorEvent) -> api.StateEvent:
+    return msgspec.convert(event, api.StateEvent, from_attributes=True)
 
 
 class InstanceService:
@@ -248,7 +241,7 @@ class InstanceService:
         """Add ``spec`` to the instances registered when the service opens (before ``open``)."""
         self._specs[spec.name] = spec
 
-    async def add_instance(self, spec: InstanceSpec) -> InstanceStatusOut:
+    async def add_instance(self, spec: InstanceSpec) -> api.InstanceStatus:
         """Register a new instance with the running supervisor (re-adopting a live KDF)."""
         with _api_errors(spec.name):
             status = await self.supervisor.add(spec)
@@ -268,18 +261,18 @@ class InstanceService:
             for name, spec in self._specs.items()
         }
 
-    def status(self, name: str) -> InstanceStatusOut:
+    def status(self, name: str) -> api.InstanceStatus:
         """Status of one instance."""
         with _api_errors(name):
             return _status_out(self.supervisor.status(name))
 
-    def statuses(self) -> InstanceList:
+    def statuses(self) -> api.InstanceList:
         """Status of every instance."""
         out = []
         for name in self.names():
             with contextlib.suppress(sup_errors.UnknownInstance):
                 out.append(_status_out(self.supervisor.status(name)))
-        return InstanceList(instances=out)
+        return api.InstanceList(instances=out)
 
     def is_running(self, name: str) -> bool:
         """True when ``name`` exists and is ``running`` (raises 404 for an unknown name)."""
@@ -359,18 +352,18 @@ class InstanceService:
     def _config_from(self, name: str, body: bytes) -> KdfStartupConfig | None:
         return self.prepare_config(name, body) if body.strip() else None
 
-    async def start(self, name: str, body: bytes) -> InstanceStatusOut:
+    async def start(self, name: str, body: bytes) -> api.InstanceStatus:
         """Start ``name`` with the config in ``body``, or the stored one when it is empty."""
         config = self._config_from(name, body)
         async with self._start_failures(name), _async_api_errors(name):
             return _status_out(await self.supervisor.start(name, config))
 
-    async def stop(self, name: str) -> InstanceStatusOut:
+    async def stop(self, name: str) -> api.InstanceStatus:
         """Stop ``name`` gracefully (``stop`` RPC, then SIGINT, then SIGKILL)."""
         with _api_errors(name):
             return _status_out(await self.supervisor.stop(name))
 
-    async def restart(self, name: str, body: bytes) -> InstanceStatusOut:
+    async def restart(self, name: str, body: bytes) -> api.InstanceStatus:
         """Stop then start ``name``, with a new config when ``body`` holds one."""
         config = self._config_from(name, body)
         async with self._start_failures(name), _async_api_errors(name):
@@ -416,11 +409,11 @@ class InstanceService:
 
     # -- logs and health ------------------------------------------------------------------
 
-    async def log_tail(self, name: str, lines: int) -> LogTail:
+    async def log_tail(self, name: str, lines: int) -> api.LogTail:
         """The last ``lines`` redacted log lines of ``name``."""
         with _api_errors(name):
             tail = await self.supervisor.read_log_tail(name, lines) if lines else []
-        return LogTail(name=name, lines=[LogLineOut(line=line) for line in tail])
+        return api.LogTail(name=name, lines=[api.LogLine(line=line) for line in tail])
 
     def follow_logs(self, name: str, tail: int) -> AsyncIterator[SseEvent]:
         """Log lines of ``name`` as they are written, with the supervisor's events in between."""
@@ -432,13 +425,13 @@ class InstanceService:
         for old in (await self.log_tail(name, tail)).lines:
             yield SseEvent("log", old)
         async for new in self.supervisor.follow_log(name):
-            yield SseEvent("log", LogLineOut(line=new))
+            yield SseEvent("log", api.LogLine(line=new))
 
     async def _state_events(self, name: str) -> AsyncIterator[SseEvent]:
         async for event in self.supervisor.subscribe(name):
             yield SseEvent("state", _event_out(event))
 
-    async def health(self, name: str) -> HealthSampleOut:
+    async def health(self, name: str) -> api.HealthSample:
         """One health sample of ``name`` (a not-running instance is reported unhealthy)."""
         with _api_errors(name):
             status = self.supervisor.status(name)
@@ -449,7 +442,7 @@ class InstanceService:
             except sup_errors.NotRunning:
                 return self._unhealthy(self.supervisor.status(name))
         rtt = sample.rpc_rtt_ms
-        return HealthSampleOut(
+        return api.HealthSample(
             name=name,
             state=sample.state.value,
             healthy=sample.state is InstanceState.RUNNING and rtt is not None,
@@ -467,8 +460,8 @@ class InstanceService:
         )
 
     @staticmethod
-    def _unhealthy(status: InstanceStatus) -> HealthSampleOut:
-        return HealthSampleOut(
+    def _unhealthy(status: InstanceStatus) -> api.HealthSample:
+        return api.HealthSample(
             name=status.name,
             state=status.state.value,
             healthy=False,

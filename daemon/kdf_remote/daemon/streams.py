@@ -19,8 +19,8 @@ from typing import Final, TypeVar
 import msgspec
 from litestar.response import ServerSentEventMessage
 
+from kdf_remote.api import StreamEnd
 from kdf_remote.daemon.errors import TooManyRequestsError
-from kdf_remote.daemon.schemas import StreamEnd
 
 __all__ = ["SseEvent", "StreamLimiter", "merge"]
 

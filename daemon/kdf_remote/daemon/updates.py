@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from kdf_remote import api
 from kdf_remote.daemon.errors import BadRequestError, ConflictError, NotFoundError
-from kdf_remote.daemon.schemas import UpdateIn, UpdateOut, UpdateStepOut
 from kdf_remote.kdf.release import (
     DownloadPolicy,
     Origin,
@@ -70,9 +70,9 @@ def _when(seconds: float | None) -> datetime | None:
 
 def update_out(
     progress: UpdateProgress, result: UpdateResult | None, *, running: bool
-) -> UpdateOut:
+) -> api.UpdateResult:
     """The API's view of an update (``result`` once it finished)."""
-    return UpdateOut(
+    return api.UpdateResult(
         id=progress.id,
         version=progress.version,
         previous_version=progress.previous_version,
@@ -81,7 +81,7 @@ def update_out(
         outcome=result.outcome.value if result is not None else None,
         reason=result.reason if result is not None else progress.error,
         steps=[
-            UpdateStepOut(
+            api.UpdateStep(
                 name=step.name,
                 was=step.was.value,
                 state=step.state.value,
@@ -186,7 +186,7 @@ class UpdateService:
 
     # -- the API --------------------------------------------------------------------------
 
-    def _checked_spec(self, request: UpdateIn) -> ReleaseSpec:
+    def _checked_spec(self, request: api.UpdateRequest) -> ReleaseSpec:
         if self.store is None or self._updater is None:
             raise ConflictError(
                 "KDF updates need a release store: set kdf.bin_dir in the daemon config",
@@ -216,7 +216,7 @@ class UpdateService:
             )
         return spec
 
-    async def start(self, request: UpdateIn, actor: str | None) -> UpdateOut:
+    async def start(self, request: api.UpdateRequest, actor: str | None) -> api.UpdateResult:
         """Validate and start an update; returns its first progress (the update runs on).
 
         Raises:
@@ -271,7 +271,7 @@ class UpdateService:
         except Exception:  # a lost audit line is logged; the update already happened
             log.exception("audit line of the KDF update to %s lost", version)
 
-    def current(self) -> UpdateOut:
+    def current(self) -> api.UpdateResult:
         """The running update, or the last one (404 when none ran since the daemon started).
 
         Raises:

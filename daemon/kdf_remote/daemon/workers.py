@@ -24,14 +24,8 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
+from kdf_remote.api import Capacity, InstanceStatus, WorkerList, WorkerRemoved, WorkerRequest
 from kdf_remote.daemon.errors import BadRequestError, ConflictError, NotFoundError
-from kdf_remote.daemon.schemas import (
-    CapacityOut,
-    InstanceStatusOut,
-    WorkerCreateIn,
-    WorkerList,
-    WorkerRemovedOut,
-)
 from kdf_remote.daemon.security.process import kdf_user
 from kdf_remote.daemon.services import MAIN, InstanceService
 from kdf_remote.supervisor.resource_limits import (
@@ -187,13 +181,13 @@ class WorkerService:
 
     def list(self) -> WorkerList:
         """Status of every worker, by name."""
-        out: list[InstanceStatusOut] = []
+        out: list[InstanceStatus] = []
         for name in sorted(self._records):
             with contextlib.suppress(NotFoundError):
                 out.append(self.instances.status(name))
         return WorkerList(workers=out)
 
-    def capacity(self) -> CapacityOut:
+    def capacity(self) -> Capacity:
         """Free ports, memory and CPU left, and the enforcement mechanism."""
         ws = self.settings.worker_support
         limits = ws.resource_limits
@@ -207,7 +201,7 @@ class WorkerService:
             probe=lambda port: port_is_free(port, LOOPBACK),
             mechanism=mechanism,
         )
-        return CapacityOut(
+        return Capacity(
             enabled=ws.enabled,
             workers=len(self._records),
             max_workers=ws.max_workers,
@@ -226,7 +220,7 @@ class WorkerService:
 
     # -- creating -------------------------------------------------------------------------
 
-    async def create(self, request: WorkerCreateIn) -> InstanceStatusOut:
+    async def create(self, request: WorkerRequest) -> InstanceStatus:
         """Admit, register and (by default) start a worker.
 
         Raises:
@@ -261,7 +255,7 @@ class WorkerService:
             self._save()
             return status
 
-    def _admit(self, request: WorkerCreateIn) -> WorkerRecord:
+    def _admit(self, request: WorkerRequest) -> WorkerRecord:
         ws = self.settings.worker_support
         name = request.name
         if not ws.enabled:
@@ -290,7 +284,7 @@ class WorkerService:
             created_at=time.time(),
         )
 
-    def _limits(self, request: WorkerCreateIn) -> ResourceLimits:
+    def _limits(self, request: WorkerRequest) -> ResourceLimits:
         defaults = self.settings.worker_support.resource_limits
         memory = defaults.memory_per_worker
         if request.memory is not None:
@@ -316,7 +310,7 @@ class WorkerService:
 
     # -- removing -------------------------------------------------------------------------
 
-    async def remove(self, name: str, *, purge: bool) -> WorkerRemovedOut:
+    async def remove(self, name: str, *, purge: bool) -> WorkerRemoved:
         """Stop and forget worker ``name``; with ``purge`` its data and files are deleted."""
         async with self._lock:
             if name not in self._records:
@@ -330,7 +324,7 @@ class WorkerService:
         if purge:
             for path in (worker_dir(self.settings, name), spec.run_dir):
                 await asyncio.to_thread(shutil.rmtree, path, True)
-        return WorkerRemovedOut(name=name, purged=purge, data_dir=str(spec.data_dir))
+        return WorkerRemoved(name=name, purged=purge, data_dir=str(spec.data_dir))
 
     def _save(self) -> None:
         self.registry.save(sorted(self._records.values(), key=lambda r: r.name))

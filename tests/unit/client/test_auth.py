@@ -26,7 +26,7 @@ class FakeClock:
 class Daemon:
     """A tiny fake daemon recording what it saw."""
 
-    def __init__(self, *, token_status: int = 200, expires_in: float = 600.0) -> None:
+    def __init__(self, *, token_status: int = 200, expires_in: int = 600) -> None:
         self.token_status = token_status
         self.expires_in = expires_in
         self.issued = 0
@@ -71,7 +71,7 @@ def test_exchanges_once_and_reuses_token() -> None:
 
 def test_refreshes_before_expiry() -> None:
     """Shortly before the token expires a new one is fetched."""
-    daemon = Daemon(expires_in=300.0)
+    daemon = Daemon(expires_in=300)
     clock = FakeClock()
     with client(daemon, KdfAuth(KEY, clock=clock)) as http:
         http.get("/v1/instances")

@@ -225,9 +225,11 @@ class TestHealthStreamState:
     def test_reconnect_cycle(self) -> None:
         """An interruption yields `reconnecting` with growing waits; then `reconnected`."""
         state = HealthStreamState(backoff=Backoff(initial=0.5, cap=2.0))
-        sample = SseEvent(
-            event="health", data='{"name":"main","state":"running"}', id="4", retry_ms=None
+        data = (
+            '{"name":"main","state":"running","healthy":true,"rpc_ok":true,'
+            '"at":"2025-01-01T00:00:00Z"}'
         )
+        sample = SseEvent(event="health", data=data, id="4", retry_ms=None)
         items = state.on_event(sample)
         assert [i.kind for i in items] == ["sample"]
         assert state.last_event_id == "4"

@@ -61,13 +61,12 @@ def list_(instance: str = "main", /, *, options: Options = DEFAULT) -> int:
         for column in ("ID", "CREATED", "LABEL", "SIZE", "FILES", "ENCRYPTED"):
             table.add_column(column)
         for backup in backups:
-            created = "-" if backup.created_at is None else str(backup.created_at)
             table.add_row(
                 backup.id,
-                created,
+                backup.created_at.isoformat(timespec="seconds"),
                 backup.label or "-",
                 human_bytes(backup.size_bytes),
-                "-" if backup.files is None else str(backup.files),
+                str(backup.files),
                 "yes" if backup.encrypted else "no",
             )
         console().print(table)

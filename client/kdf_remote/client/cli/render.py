@@ -134,7 +134,7 @@ def health_table(sample: HealthSample) -> Table:
     table.add_row("instance", sample.name)
     table.add_row("state", state_text(sample.state))
     table.add_row("health", healthy)
-    rpc = "-" if sample.rpc_ok is None else ("answers" if sample.rpc_ok else "does not answer")
+    rpc = "answers" if sample.rpc_ok else "does not answer"
     if sample.rpc_latency_ms is not None:
         rpc += f" ({sample.rpc_latency_ms:.1f} ms)"
     table.add_row("rpc", rpc)
@@ -156,7 +156,7 @@ def workers_table(workers: Sequence[Worker]) -> Table:
     for worker in workers:
         table.add_row(
             worker.name,
-            state_text(worker.state or "-"),
+            state_text(worker.state),
             _dash(worker.pid),
             _dash(worker.rpc_port),
             human_duration(worker.uptime_s),

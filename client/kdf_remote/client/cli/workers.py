@@ -32,12 +32,11 @@ def list_(*, options: Options = DEFAULT) -> int:
 
         out = console()
         out.print(workers_table(workers))
-        limit = "-" if capacity.max_workers is None else str(capacity.max_workers)
-        cpu_left = "-" if capacity.cpu_left is None else f"{capacity.cpu_left:g}"
         out.print(
-            f"workers {capacity.workers}/{limit}, free ports {len(capacity.free_ports)}, "
-            f"memory left {human_bytes(capacity.memory_left)}, cpu left {cpu_left}, "
-            f"limits by {capacity.mechanism or '-'}"
+            f"workers {capacity.workers}/{capacity.max_workers}, "
+            f"free ports {len(capacity.free_ports)}, "
+            f"memory left {human_bytes(capacity.memory_left)}, cpu left {capacity.cpu_left:g}, "
+            f"limits by {capacity.mechanism}"
         )
         return EXIT_OK
 
@@ -87,7 +86,7 @@ def add(
         else:
             console().print(
                 f"worker [bold]{escape(worker.name)}[/] created "
-                f"(rpc port {worker.rpc_port}, state {worker.state or '-'})"
+                f"(rpc port {worker.rpc_port}, state {worker.state})"
             )
         return EXIT_OK
 

@@ -6,11 +6,11 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from kdf_remote.api import Backup, BackupList, RestoreResult
 from kdf_remote.daemon.auth import needs
 from kdf_remote.daemon.backups import BackupService
 from kdf_remote.daemon.openapi import error_responses
 from kdf_remote.daemon.principal import Role
-from kdf_remote.daemon.schemas import BackupListOut, BackupOut, RestoreOut
 
 __all__ = ["BackupsController"]
 
@@ -36,7 +36,7 @@ class BackupsController(Controller):
     )
     async def create_backup(
         self, name: FromPath[str], backups: NamedDependency[BackupService]
-    ) -> BackupOut:
+    ) -> Backup:
         """Create a backup."""
         return await backups.create(name)
 
@@ -49,7 +49,7 @@ class BackupsController(Controller):
     )
     async def list_backups(
         self, name: FromPath[str], backups: NamedDependency[BackupService]
-    ) -> BackupListOut:
+    ) -> BackupList:
         """List backups."""
         return backups.list(name)
 
@@ -72,6 +72,6 @@ class BackupsController(Controller):
         name: FromPath[str],
         backup_id: FromPath[str],
         backups: NamedDependency[BackupService],
-    ) -> RestoreOut:
+    ) -> RestoreResult:
         """Restore a backup."""
         return await backups.restore(name, backup_id)

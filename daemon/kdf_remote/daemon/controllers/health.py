@@ -9,10 +9,10 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 from litestar.response import ServerSentEvent
 
+from kdf_remote.api import HealthSample
 from kdf_remote.daemon.auth import needs
 from kdf_remote.daemon.openapi import HealthStreamOperation, error_responses
 from kdf_remote.daemon.principal import Role
-from kdf_remote.daemon.schemas import HealthSampleOut
 from kdf_remote.daemon.services import InstanceService
 from kdf_remote.daemon.streams import StreamLimiter
 
@@ -46,7 +46,7 @@ class HealthController(Controller):
         service: NamedDependency[InstanceService],
         limiter: NamedDependency[StreamLimiter],
         watch: WatchQuery = False,
-    ) -> Response[HealthSampleOut]:
+    ) -> Response[HealthSample]:
         """Health of one instance."""
         if not watch:
             return Response(await service.health(name))

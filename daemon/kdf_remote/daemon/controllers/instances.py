@@ -8,10 +8,11 @@ from litestar import Controller, Request, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
+from kdf_remote.api import InstanceList, InstanceStatus
 from kdf_remote.daemon.auth import needs
 from kdf_remote.daemon.openapi import ConfigOperation, StartupConfigOperation, error_responses
 from kdf_remote.daemon.principal import Role
-from kdf_remote.daemon.schemas import InstanceList, InstanceStatusOut, StoredConfigOut
+from kdf_remote.daemon.schemas import StoredConfigOut
 from kdf_remote.daemon.services import InstanceService
 
 __all__ = ["InstancesController"]
@@ -45,7 +46,7 @@ class InstancesController(Controller):
     )
     async def get_instance(
         self, name: FromPath[str], service: NamedDependency[InstanceService]
-    ) -> InstanceStatusOut:
+    ) -> InstanceStatus:
         """Status of one instance."""
         return service.status(name)
 
@@ -63,7 +64,7 @@ class InstancesController(Controller):
         name: FromPath[str],
         request: Request[Any, Any, Any],
         service: NamedDependency[InstanceService],
-    ) -> InstanceStatusOut:
+    ) -> InstanceStatus:
         """Start the instance; answers once KDF is running (or failed to start)."""
         service.status(name)
         return await service.start(name, await request.body())
@@ -78,7 +79,7 @@ class InstancesController(Controller):
     )
     async def stop(
         self, name: FromPath[str], service: NamedDependency[InstanceService]
-    ) -> InstanceStatusOut:
+    ) -> InstanceStatus:
         """Stop the instance; stopping a stopped instance is a no-op."""
         return await service.stop(name)
 
@@ -96,7 +97,7 @@ class InstancesController(Controller):
         name: FromPath[str],
         request: Request[Any, Any, Any],
         service: NamedDependency[InstanceService],
-    ) -> InstanceStatusOut:
+    ) -> InstanceStatus:
         """Restart the instance."""
         service.status(name)
         return await service.restart(name, await request.body())

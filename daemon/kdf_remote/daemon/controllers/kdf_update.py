@@ -8,10 +8,10 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
+from kdf_remote.api import UpdateRequest, UpdateResult
 from kdf_remote.daemon.auth import needs, principal_of
 from kdf_remote.daemon.openapi import error_responses
 from kdf_remote.daemon.principal import Role
-from kdf_remote.daemon.schemas import UpdateIn, UpdateOut
 from kdf_remote.daemon.security.middleware import note_audit
 from kdf_remote.daemon.updates import UpdateService
 
@@ -42,10 +42,10 @@ class KdfUpdateController(Controller):
     )
     async def start_update(
         self,
-        data: JSONBody[UpdateIn],
+        data: JSONBody[UpdateRequest],
         request: Request[Any, Any, Any],
         updates: NamedDependency[UpdateService],
-    ) -> UpdateOut:
+    ) -> UpdateResult:
         """Start an update."""
         principal = principal_of(request.scope)
         started = await updates.start(data, principal.name if principal is not None else None)
@@ -59,6 +59,6 @@ class KdfUpdateController(Controller):
         responses=error_responses(401, 403, 404),
         **needs(Role.VIEWER),
     )
-    async def get_update(self, updates: NamedDependency[UpdateService]) -> UpdateOut:
+    async def get_update(self, updates: NamedDependency[UpdateService]) -> UpdateResult:
         """The running or last update."""
         return updates.current()

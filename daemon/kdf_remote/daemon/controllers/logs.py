@@ -12,11 +12,11 @@ from litestar.openapi.spec import Schema
 from litestar.params import FromPath, QueryParameter
 from litestar.response import ServerSentEvent
 
+from kdf_remote.api import LogTail
 from kdf_remote.daemon.auth import needs
 from kdf_remote.daemon.errors import BadRequestError
 from kdf_remote.daemon.openapi import SseOperation, error_responses
 from kdf_remote.daemon.principal import Role
-from kdf_remote.daemon.schemas import LogTail
 from kdf_remote.daemon.services import InstanceService
 from kdf_remote.daemon.streams import StreamLimiter
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from litestar import Controller, get
 
+from kdf_remote.api import DaemonHealth
 from kdf_remote.daemon.openapi import PublicOperation
-from kdf_remote.daemon.schemas import DaemonHealth
 from kdf_remote.daemon.version import daemon_version
 
 __all__ = ["SystemController"]

@@ -8,16 +8,10 @@ from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
+from kdf_remote.api import Capacity, InstanceStatus, WorkerList, WorkerRemoved, WorkerRequest
 from kdf_remote.daemon.auth import needs
 from kdf_remote.daemon.openapi import error_responses
 from kdf_remote.daemon.principal import Role
-from kdf_remote.daemon.schemas import (
-    CapacityOut,
-    InstanceStatusOut,
-    WorkerCreateIn,
-    WorkerList,
-    WorkerRemovedOut,
-)
 from kdf_remote.daemon.workers import WorkerService
 
 __all__ = ["CapacityController", "WorkersController"]
@@ -59,8 +53,8 @@ class WorkersController(Controller):
         **needs(Role.ADMIN),
     )
     async def create_worker(
-        self, data: JSONBody[WorkerCreateIn], workers: NamedDependency[WorkerService]
-    ) -> InstanceStatusOut:
+        self, data: JSONBody[WorkerRequest], workers: NamedDependency[WorkerService]
+    ) -> InstanceStatus:
         """Create (and start) a worker."""
         return await workers.create(data)
 
@@ -77,7 +71,7 @@ class WorkersController(Controller):
         name: FromPath[str],
         workers: NamedDependency[WorkerService],
         purge: PurgeQuery = False,
-    ) -> WorkerRemovedOut:
+    ) -> WorkerRemoved:
         """Remove a worker."""
         return await workers.remove(name, purge=purge)
 
@@ -95,6 +89,6 @@ class CapacityController(Controller):
         responses=error_responses(401, 403),
         **needs(Role.VIEWER),
     )
-    async def capacity(self, workers: NamedDependency[WorkerService]) -> CapacityOut:
+    async def capacity(self, workers: NamedDependency[WorkerService]) -> Capacity:
         """What is left for new workers."""
         return workers.capacity()

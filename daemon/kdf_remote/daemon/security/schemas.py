@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
+from kdf_remote.api import TokenResponse
 from kdf_remote.daemon.security.audit import AuditEntry
 
 __all__ = ["AuditPage", "RevokeRequest", "RevokeResponse", "TokenResponse"]
-
-
-class TokenResponse(msgspec.Struct, frozen=True, kw_only=True):
-    """``POST /v1/auth/token``: a short-lived access token for ``Authorization: Bearer``."""
-
-    access_token: str
-    token_type: str = "Bearer"  # noqa: S105  # the scheme name, not a secret
-    expires_in: int
-    """Seconds until the token expires."""
 
 
 class RevokeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
