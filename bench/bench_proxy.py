@@ -7,9 +7,10 @@ call three ways, measured with wrk (1 thread, a Lua script for the POST body):
 * nginx:   Debian's nginx (1 worker, keep-alive upstream) in front of the same KDF
 * daemon:  POST /v1/instances/main/rpc (API key, userpass inserted by the daemon)
 
-at 1 and 32 connections, interleaved over ``--rounds`` rounds (medians reported). Then the
-same daemon with the RPC routed through Litestar instead of its raw ASGI fast path, the daemon's
-idle RSS with one instance running, and the time from a start request to ``running``.
+at 1 and 32 connections, interleaved over ``--rounds`` rounds (medians reported). The daemon
+serves these calls on its RPC lane (inside the HTTP protocol, no ASGI). Then the same daemon
+with the RPC routed through Litestar instead, the daemon's idle RSS with one instance running,
+and the time from a start request to ``running``.
 
     apt-get install -y nginx wrk
     .venv/bin/python bench/bench_proxy.py [--duration 10] [--rounds 2]
@@ -173,7 +174,7 @@ def report(
     labels = {
         "direct": "direct to kdf-sim",
         "nginx": "nginx -> kdf-sim",
-        "daemon": "daemon rpc (fast path)",
+        "daemon": "daemon rpc (RPC lane)",
         "litestar": "daemon rpc (via Litestar)",
     }
     for connections in (1, 32):

@@ -37,6 +37,7 @@ from kdf_remote.daemon.errors import exception_handlers
 from kdf_remote.daemon.metrics import make_metrics
 from kdf_remote.daemon.openapi import openapi_config
 from kdf_remote.daemon.proxy import RpcFastPath, RpcForwarder
+from kdf_remote.daemon.rpc_lane import RpcLane
 from kdf_remote.daemon.security.plugin import SecurityPlugin
 from kdf_remote.daemon.security.runtime import SecurityRuntime
 from kdf_remote.daemon.services import InstanceService
@@ -139,7 +140,7 @@ def create_app(
         logging_config=None,
         debug=False,
     )
-    return DaemonApp(
+    app = DaemonApp(
         litestar=litestar,
         security=security,
         service=service,
@@ -150,3 +151,11 @@ def create_app(
         max_body=settings.security.max_body_size,
         metrics=metrics,
     )
+    if fast_rpc:
+        app.lane = RpcLane(
+            gate=app.gate,
+            forwarder=forwarder,
+            metrics=metrics,
+            max_body=settings.security.max_body_size,
+        )
+    return app

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
+    from kdf_remote.daemon.rpc_lane import RpcLane
     from kdf_remote.daemon.security.runtime import SecurityRuntime
     from kdf_remote.daemon.services import InstanceService
     from kdf_remote.daemon.streams import StreamLimiter
@@ -56,6 +57,8 @@ class DaemonApp:
         security: the security layer's state (keys, tokens, limiters, audit).
         service: the instance service the handlers use.
         limiter: the stream limiter (ended on shutdown).
+        gate: the security gate in front of everything.
+        lane: the RPC lane the HTTP protocol serves the RPC route with, when enabled.
     """
 
     def __init__(
@@ -77,12 +80,10 @@ class DaemonApp:
         self._max_body = max_body
         # Outermost: the request counter and timer see everything, including calls the security
         # gate refuses and the RPC fast path that never reaches Litestar's routing.
-        self._entry = cast(
-            "_PlainAsgi",
-            HttpMetricsMiddleware(
-                cast("ASGIApp", SecurityMiddleware(self._dispatch, security)), metrics
-            ),
-        )
+        self.gate = SecurityMiddleware(self._dispatch, security)
+        self.lane: RpcLane | None = None
+        """Serves the RPC route inside the HTTP protocol (set by ``create_app``)."""
+        self._entry = cast("_PlainAsgi", HttpMetricsMiddleware(cast("ASGIApp", self.gate), metrics))
 
     async def __call__(
         self,
@@ -114,22 +115,24 @@ class DaemonApp:
 
     async def _rpc(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         """One proxied KDF call; its audit line names the instance and the methods called."""
-        body = _BodyCopy(receive, self._max_body)
+        if self.fast_path is None:
+            copy = _BodyCopy(receive, self._max_body)
+            try:
+                await self.litestar(scope, copy.receive, send)
+            finally:
+                _note_rpc(scope, name, copy.data)
+            return
+        body = b""
         try:
-            if self.fast_path is None:
-                await self.litestar(scope, body.receive, send)
-                return
             principal = principal_of(scope)
             if principal is None:
                 # Unreachable behind the gate (the route is not public): fail closed anyway.
                 await send_error(send, UnauthorizedError("missing credentials"))
                 return
             scope["path_template"] = RPC_PATH_TEMPLATE
-            await self.fast_path(scope, body.receive, send, name, principal)
+            body = await self.fast_path(scope, receive, send, name, principal)
         finally:
-            set_audit_note(
-                cast("dict[str, Any]", scope), target=name, detail=rpc_audit_detail(body.data)
-            )
+            _note_rpc(scope, name, body)
 
     def begin_shutdown(self) -> None:
         """End open streams now, so a graceful shutdown does not wait for them."""
@@ -156,6 +159,10 @@ class _BodyCopy:
     def data(self) -> bytes:
         """What was read so far (at most ``limit`` bytes)."""
         return bytes(self._chunks)
+
+
+def _note_rpc(scope: Scope, name: str, body: bytes) -> None:
+    set_audit_note(cast("dict[str, Any]", scope), target=name, detail=rpc_audit_detail(body))
 
 
 def rpc_audit_detail(body: bytes) -> str:

@@ -16,11 +16,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import httptools
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
-__all__ = ["HeadJoiningWriter", "RoutePredicate", "single_write_protocol"]
+from kdf_remote.daemon.security.middleware import DirectRequest
+
+if TYPE_CHECKING:
+    from kdf_remote.daemon.security.middleware import DirectResponse
+
+__all__ = [
+    "HeadJoiningWriter",
+    "Lane",
+    "RoutePredicate",
+    "daemon_protocol",
+    "single_write_protocol",
+]
 
 RoutePredicate = Callable[[str, str], bool]
 """``(method, path) -> bool``: True for routes whose answers are one head and one body."""
@@ -73,16 +89,124 @@ class HeadJoiningWriter:
             self._transport.write(head)
 
 
-def single_write_protocol(is_single_body: RoutePredicate) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol class, joining head and body for matching routes.
+class Lane(Protocol):
+    """Answers some requests inside the protocol, without ASGI (the daemon's RPC lane)."""
 
-    Passed to uvicorn as ``Config(http=...)``. A request asking for ``100 Continue`` keeps the
-    plain transport: the interim response must leave at once, not wait for the body.
+    max_body: int
+    """Largest body (declared by ``Content-Length``) the lane takes; larger ones go to ASGI."""
+
+    def match(self, method: str, path: str) -> str | None:
+        """A key for the request when the lane serves ``method path`` (e.g. the instance)."""
+        ...
+
+    async def respond(self, request: DirectRequest, key: str) -> DirectResponse:
+        """The whole response; errors are answered in it, never raised.
+
+        The protocol calls the response's ``after`` once it has written it.
+        """
+        ...
+
+
+def single_write_protocol(is_single_body: RoutePredicate) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol class, joining head and body for matching routes."""
+    return daemon_protocol(lane=None, is_single_body=is_single_body)
+
+
+def daemon_protocol(
+    *, lane: Lane | None, is_single_body: RoutePredicate
+) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol class with the daemon's two hot-path changes.
+
+    Passed to uvicorn as ``Config(http=...)``:
+
+    - ``lane`` answers the requests it matches inside the protocol, once their (small) body is
+      read: no ASGI task, scope or wrapped ``send``, and one write for the whole response;
+    - routes matching ``is_single_body`` that go through ASGI get their head joined to their
+      body (:class:`HeadJoiningWriter`).
+
+    A request asking for ``100 Continue`` takes neither: the interim response must leave at
+    once. Ordering is uvicorn's: a lane request holds the connection's response cycle, so a
+    pipelined request behind it waits in uvicorn's queue.
     """
 
-    class SingleWriteProtocol(HttpToolsProtocol):
+    class DaemonProtocol(HttpToolsProtocol):
+        _lane_key: str | None = None
+        _lane_target: tuple[str, bytes, bytes] | None = None
+
         def on_headers_complete(self) -> None:
-            super().on_headers_complete()
+            key = self._match_lane() if lane is not None else None
+            if key is None:
+                super().on_headers_complete()
+                self._join_head_and_body()
+                return
+            self._lane_key = key
+            self.cycle = RequestResponseCycle(
+                scope=self.scope,
+                transport=self.transport,
+                flow=self.flow,
+                logger=self.logger,
+                access_logger=self.access_logger,
+                access_log=self.access_log,
+                default_headers=self.server_state.default_headers,
+                message_event=asyncio.Event(),
+                expect_100_continue=False,
+                keep_alive=self.parser.should_keep_alive(),
+                on_response=self.on_response_complete,
+            )
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            key, self._lane_key = self._lane_key, None
+            target = self._lane_target
+            if key is None or target is None or lane is None:
+                return
+            path, raw_path, query = target
+            cycle = self.cycle
+            request = DirectRequest(
+                method="POST",
+                path=path,
+                raw_path=raw_path,
+                query_string=query,
+                peer=self.client[0] if self.client else None,
+                headers=self.headers,
+                body=bytes(cycle.body),
+                tls=self.scheme == "https",
+            )
+            task = self.loop.create_task(self._serve_lane(lane, cycle, request, key))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+
+        def _match_lane(self) -> str | None:
+            assert lane is not None
+            # None before the connection's first request (uvicorn's annotation omits it).
+            cycle = cast("RequestResponseCycle | None", self.cycle)
+            parser = self.parser
+            if (
+                (cycle is not None and not cycle.response_complete)
+                or self.expect_100_continue
+                or parser.get_method() != b"POST"
+                or parser.get_http_version() != "1.1"
+                or parser.should_upgrade()
+                or not _small_body(self.headers, lane.max_body)
+            ):
+                return None
+            parsed = httptools.parse_url(self.url)
+            raw_path = parsed.path
+            if b"%" in raw_path or not raw_path.isascii():
+                return None  # escaped paths go the ASGI way, which decodes them
+            path = raw_path.decode("ascii")
+            key = lane.match("POST", path)
+            if key is not None:
+                query = parsed.query or b""
+                self._lane_target = (path, raw_path, query)
+                scope = self.scope
+                scope["method"] = "POST"
+                scope["path"] = path
+                scope["raw_path"] = raw_path
+                scope["query_string"] = query
+            return key
+
+        def _join_head_and_body(self) -> None:
             # No path: an upgrade request uvicorn left without a cycle.
             path = cast("dict[str, Any]", self.scope).get("path")
             if (
@@ -95,4 +219,65 @@ def single_write_protocol(is_single_body: RoutePredicate) -> type[HttpToolsProto
             # has not written anything yet, so its writer can still be swapped.
             self.cycle.transport = HeadJoiningWriter(self.transport)  # type: ignore[assignment]
 
-    return SingleWriteProtocol
+        async def _serve_lane(
+            self, lane: Lane, cycle: RequestResponseCycle, request: DirectRequest, key: str
+        ) -> None:
+            response: DirectResponse | None = None
+            try:
+                response = await lane.respond(request, key)
+                data = _encode(response, self.server_state.default_headers, cycle.keep_alive)
+            except Exception:
+                self.logger.exception("Exception in the daemon's RPC lane")
+                cycle.keep_alive = False
+                data = _INTERNAL_ERROR
+            if not cycle.disconnected:
+                if self.flow.write_paused:
+                    await self.flow.drain()
+                self.transport.write(data)
+                # What uvicorn's cycle does once a response is complete.
+                cycle.response_complete = True
+                cycle.message_event.set()
+                if not cycle.keep_alive:
+                    self.transport.close()
+                self.on_response_complete()
+            if response is not None:
+                # The audit line and metrics, after the answer left (also when the client did
+                # not wait for it: the call reached KDF all the same).
+                try:
+                    response.after()
+                except Exception:
+                    self.logger.exception("Exception recording an RPC lane call")
+
+    return DaemonProtocol
+
+
+_INTERNAL_ERROR: Final = (
+    b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
+)
+
+
+def _small_body(headers: list[tuple[bytes, bytes]], limit: int) -> bool:
+    """A ``Content-Length`` body of at most ``limit`` bytes, and no transfer coding."""
+    length: bytes | None = None
+    for name, value in headers:
+        if name == b"content-length":
+            if length is not None:
+                return False
+            length = value
+        elif name == b"transfer-encoding":
+            return False
+    return length is not None and length.isdigit() and int(length) <= limit
+
+
+def _encode(
+    response: DirectResponse, default_headers: list[tuple[bytes, bytes]], keep_alive: bool
+) -> bytes:
+    parts = [STATUS_LINE[response.status]]
+    for name, value in (*default_headers, *response.headers):
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"content-length: %d\r\n" % len(response.body))
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts += (b"\r\n", response.body)
+    return b"".join(parts)

@@ -13,7 +13,7 @@ under ``unmatched``).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from litestar.enums import ScopeType
 
@@ -44,23 +44,23 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         began = time.perf_counter()
-        state: dict[str, Any] = {"status": 500, "recorded": False}
+        status = 0  # not started yet
 
         async def timed_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                state["status"] = int(message["status"])
-                self._record(scope, state, began)
+            nonlocal status
+            if not status and message["type"] == "http.response.start":
+                status = int(message["status"])
+                self._record(scope, status, began)
             await send(message)
 
         try:
             await self.app(scope, receive, timed_send)
         finally:
-            self._record(scope, state, began)
+            if not status:
+                # No response started: the app failed (the server answers 500) or the client left.
+                self._record(scope, 500, began)
 
-    def _record(self, scope: Scope, state: dict[str, Any], began: float) -> None:
-        if state["recorded"]:
-            return
-        state["recorded"] = True
+    def _record(self, scope: Scope, status: int, began: float) -> None:
         route = scope.get("path_template") or "unmatched"
         method = str(scope.get("method", "GET"))
-        self.metrics.observe_http(method, str(route), state["status"], time.perf_counter() - began)
+        self.metrics.observe_http(method, str(route), status, time.perf_counter() - began)

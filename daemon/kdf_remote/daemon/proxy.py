@@ -36,6 +36,7 @@ __all__ = [
     "is_rpc_route",
     "read_body",
     "rpc_instance",
+    "rpc_instance_of",
 ]
 
 RPC_ROLE: Final = Role.OPERATOR
@@ -55,15 +56,16 @@ _JSON_HEADERS: Final = ((b"content-type", b"application/json"),)
 
 def rpc_instance(scope: HTTPScope) -> str | None:
     """The instance name when ``scope`` is ``POST /v1/instances/{name}/rpc``, else None."""
-    return _rpc_instance(scope["method"], scope["path"])
+    return rpc_instance_of(scope["method"], scope["path"])
 
 
 def is_rpc_route(method: str, path: str) -> bool:
     """Whether ``method path`` is the RPC proxy route (answered with one head and one body)."""
-    return _rpc_instance(method, path) is not None
+    return rpc_instance_of(method, path) is not None
 
 
-def _rpc_instance(method: str, path: str) -> str | None:
+def rpc_instance_of(method: str, path: str) -> str | None:
+    """The instance name when ``method path`` is ``POST /v1/instances/{name}/rpc``, else None."""
     if method != "POST" or not path.startswith(_PREFIX) or not path.endswith(_SUFFIX):
         return None
     name = path[len(_PREFIX) : -len(_SUFFIX)]
@@ -153,8 +155,12 @@ class RpcFastPath:
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, name: str, principal: Principal
-    ) -> None:
-        """Answer one proxied call; ``principal`` was resolved by the auth gate."""
+    ) -> bytes:
+        """Answer one proxied call; ``principal`` was resolved by the auth gate.
+
+        Returns the request body as read (empty when it was not read), for the audit line.
+        """
+        body = b""
         try:
             if not principal.role.allows(RPC_ROLE):
                 raise ForbiddenError(
@@ -165,9 +171,9 @@ class RpcFastPath:
             answer = await self.forwarder.forward(name, body, principal)
         except ApiError as exc:
             await send_error(send, exc)
-            return
+            return body
         except ConnectionAbortedError:
-            return
+            return body
         await send(
             {
                 "type": "http.response.start",
@@ -176,3 +182,4 @@ class RpcFastPath:
             }
         )
         await send({"type": "http.response.body", "body": answer.body, "more_body": False})
+        return body

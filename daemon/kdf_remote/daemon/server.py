@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import uvicorn
 
-from kdf_remote.daemon.http_protocol import single_write_protocol
+from kdf_remote.daemon.http_protocol import daemon_protocol
 from kdf_remote.daemon.proxy import is_rpc_route
 from kdf_remote.daemon.security.tls import check_listen_address, ssl_context_factory
 
@@ -41,8 +41,8 @@ def build_server_config(settings: Settings, app: DaemonApp) -> uvicorn.Config:
         "host": settings.daemon.host,
         "port": settings.daemon.port,
         "loop": "uvloop",
-        # httptools, each proxied KDF answer sent in one write (the RPC hot path).
-        "http": single_write_protocol(is_rpc_route),
+        # httptools, with the RPC route served by the daemon's RPC lane (the hot path).
+        "http": daemon_protocol(lane=app.lane, is_single_body=is_rpc_route),
         "ws": "none",
         "lifespan": "on",
         "log_config": None,

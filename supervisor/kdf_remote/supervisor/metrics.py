@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
@@ -191,6 +192,19 @@ def _signal_number(name: str) -> int:
         return 0
 
 
+_CHILD_CACHE_CAP = 4096
+"""Distinct raw label inputs remembered; callers choose method names, so this is bounded."""
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> None:
+    if len(cache) < _CHILD_CACHE_CAP:
+        cache[key] = value
+
+
 class DaemonMetrics:
     """The daemon's registry: instance collector, KDF RPC latency and HTTP request metrics."""
 
@@ -207,6 +221,10 @@ class DaemonMetrics:
         self._primary = primary
         self._method = LabelLimiter(method_label_cap)
         self._route = LabelLimiter(route_label_cap)
+        # Label children by raw inputs: the label checks and prometheus_client's labels()
+        # lookup (a lock and a dict) run once per distinct call, not on every proxied request.
+        self._rpc_children: dict[tuple[str, str, bool], Histogram] = {}
+        self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.rpc_latency = Histogram(
             "kdf_rpc_duration_seconds",
             "Round trip of RPC calls proxied to KDF",
@@ -238,10 +256,15 @@ class DaemonMetrics:
 
     def observe_rpc(self, instance: str, method: str, seconds: float, *, ok: bool) -> None:
         """Record one proxied RPC call (``ok``: KDF answered, whatever the JSON said)."""
-        if not (self._workers or instance == self._primary):
-            return
-        outcome = "ok" if ok else "error"
-        self.rpc_latency.labels(instance, self._method(method), outcome).observe(seconds)
+        key = (instance, method, ok)
+        child = self._rpc_children.get(key)
+        if child is None:
+            if not (self._workers or instance == self._primary):
+                return
+            outcome = "ok" if ok else "error"
+            child = self.rpc_latency.labels(instance, self._method(method), outcome)
+            _remember(self._rpc_children, key, child)
+        child.observe(seconds)
 
     @contextmanager
     def time_rpc(self, instance: str, method: str) -> Iterator[None]:
@@ -256,10 +279,19 @@ class DaemonMetrics:
 
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one HTTP request; ``route`` is the route template, never the raw path."""
-        verb = method.upper() if method.upper() in _HTTP_METHODS else OTHER
-        path = self._route(route)
-        self.http_requests.labels(verb, path, str(status)).inc()
-        self.http_latency.labels(verb, path).observe(seconds)
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:
+            verb = method.upper() if method.upper() in _HTTP_METHODS else OTHER
+            path = self._route(route)
+            children = (
+                self.http_requests.labels(verb, path, str(status)),
+                self.http_latency.labels(verb, path),
+            )
+            _remember(self._http_children, key, children)
+        counter, latency = children
+        counter.inc()
+        latency.observe(seconds)
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition body and its content type (OpenMetrics when ``accept`` asks for it)."""

@@ -19,6 +19,7 @@ from .harness import (
     run_cli,
     sign_headers,
     startup_config,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
@@ -39,7 +40,13 @@ def signing_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureD
         daemon.stop()
 
 
-def _new_entries(daemon: SecureDaemon, before: int) -> list[dict[str, object]]:
+def _new_entries(daemon: SecureDaemon, before: int, count: int) -> list[dict[str, object]]:
+    """The entries after the first ``before``, once ``count`` of them are written.
+
+    The daemon writes a call's audit line after its answer has left, so the client can read
+    the log a moment before the last line lands.
+    """
+    wait_for(lambda: len(daemon.audit_entries()) >= before + count, f"{count} new audit lines")
     return daemon.audit_entries()[before:]
 
 
@@ -61,7 +68,7 @@ def test_every_mutating_call_and_refusal_writes_one_audit_line(
         assert wrong.get("/v1/instances").status_code == 401
     with shared_daemon.client(shared_daemon.operator_key) as ops:
         assert ops.get("/v1/audit").status_code == 403
-    lines = _new_entries(shared_daemon, before)
+    lines = _new_entries(shared_daemon, before, 7)
     summary = [(e["actor"], e["action"], e["target"], e["outcome"], e["status"]) for e in lines]
     assert summary == [
         ("ops", "POST /v1/instances/{name}/start", "main", "ok", 200),

@@ -24,7 +24,9 @@ Unauthenticated work is bounded: no body is read and nothing is parsed before st
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import msgspec
@@ -43,7 +45,7 @@ from kdf_remote.daemon.security.signing import (
 from kdf_remote.daemon.security.tls import HSTS_VALUE
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+    from collections.abc import Iterable, Mapping, MutableMapping
 
     from litestar.connection import ASGIConnection
 
@@ -61,6 +63,10 @@ __all__ = [
     "RUNTIME_KEY",
     "AuditNote",
     "AuthContext",
+    "DirectAnswer",
+    "DirectHandler",
+    "DirectRequest",
+    "DirectResponse",
     "SecurityMiddleware",
     "auth_context_of",
     "note_audit",
@@ -147,6 +153,50 @@ class _RefusedError(Exception):
         self.retry_after = retry_after
         self.throttle = throttle
         """Audit at most once a minute per (source, this key); None: audit every time."""
+
+
+@dataclass(frozen=True, slots=True)
+class DirectRequest:
+    """A request answered outside ASGI, its body read together with its head."""
+
+    method: str
+    path: str
+    raw_path: bytes
+    query_string: bytes
+    peer: str | None
+    """The TCP peer's address (the gate resolves forwarded addresses itself)."""
+    headers: list[tuple[bytes, bytes]]
+    """As received, names lower-cased."""
+    body: bytes
+    tls: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DirectAnswer:
+    """What a direct handler answers: status, JSON body, and the detail of its audit line."""
+
+    status: int
+    body: bytes
+    audit_detail: str | None
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    """Extra response headers (names lower-cased)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DirectResponse:
+    """The full response to send: security headers included, ``content-length`` excluded."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    routed: bool
+    """False when the gate refused the request (it never reached the handler)."""
+    after: Callable[[], None]
+    """Writes the audit line: call it once the response is sent (off the caller's latency)."""
+
+
+DirectHandler = Callable[[Principal], Awaitable[DirectAnswer]]
+"""Serves an admitted direct request for its principal; reports errors in its answer."""
 
 
 class _ClientGoneError(Exception):
@@ -319,6 +369,36 @@ class SecurityMiddleware:
 
     async def _admit(self, ex: _Exchange, headers: _Headers, receive: Receive) -> bytes | None:
         """Run steps 2-10; returns the body when it had to be read, else None."""
+        credential = self._admit_credential(ex, headers)
+        if credential is None:
+            return None
+        body: bytes | None = None
+        check = self._signature_check(ex, headers, credential)
+        if check is not None:
+            body = await _read_body(receive, self.runtime.policy.max_body_size)
+            self._verify_signature(ex, check, body)
+        elif headers.chunked:
+            body = await _read_body(receive, self.runtime.policy.max_body_size)
+        auth = ex.auth
+        assert auth is not None
+        claims = auth.claims
+        ex.scope["user"] = auth.principal
+        ex.scope["auth"] = AuthContext(
+            via=auth.principal.via,
+            key_id=auth.record.key_id,
+            jti=claims.jti if claims is not None else None,
+            token_expires_at=claims.expires_at if claims is not None else None,
+            signed=check is not None,
+            signing_required_for_admin=self.runtime.policy.signing_required_for_admin,
+            client_ip=ex.client_ip,
+        )
+        return body
+
+    def _admit_credential(self, ex: _Exchange, headers: _Headers) -> str | None:
+        """Steps 2-8 (no I/O): the credential accepted, or None for a public route.
+
+        Sets ``ex.auth``. Raises :class:`_RefusedError`.
+        """
         rt = self.runtime
         policy = rt.policy
         if not rt.allow_list.allows(ex.client):
@@ -375,26 +455,15 @@ class SecurityMiddleware:
                 retry_after=wait,
                 throttle="key-rate",
             )
-        signed, body = await self._check_signature(ex, headers, credential, receive)
-        if body is None and headers.chunked:
-            body = await _read_body(receive, policy.max_body_size)
-        claims = auth.claims
-        ex.scope["user"] = auth.principal
-        ex.scope["auth"] = AuthContext(
-            via=auth.principal.via,
-            key_id=auth.record.key_id,
-            jti=claims.jti if claims is not None else None,
-            token_expires_at=claims.expires_at if claims is not None else None,
-            signed=signed,
-            signing_required_for_admin=policy.signing_required_for_admin,
-            client_ip=ex.client_ip,
-        )
-        return body
+        return credential
 
-    async def _check_signature(
-        self, ex: _Exchange, headers: _Headers, credential: str, receive: Receive
-    ) -> tuple[bool, bytes | None]:
-        rt = self.runtime
+    def _signature_check(
+        self, ex: _Exchange, headers: _Headers, credential: str
+    ) -> tuple[SignatureHeaders, bytes] | None:
+        """Step 9's plan: the headers and key to check the body against, or None (unsigned).
+
+        Raises :class:`_RefusedError` when the key must sign and the request does not.
+        """
         auth = ex.auth
         assert auth is not None
         sig = headers.signature_headers()
@@ -403,13 +472,21 @@ class SecurityMiddleware:
                 raise _RefusedError(
                     401, "signature_required", f"key {auth.record.name!r} must sign every request"
                 )
-            return False, None
-        key = rt.signing_key(auth, credential)
+            return None
+        key = self.runtime.signing_key(auth, credential)
         if key is None:
             # A token from a key whose signing key is not stored (a YAML key): the signature
             # cannot be checked, so the request simply counts as unsigned.
-            return False, None
-        body = await _read_body(receive, rt.policy.max_body_size)
+            return None
+        return sig, key
+
+    def _verify_signature(
+        self, ex: _Exchange, check: tuple[SignatureHeaders, bytes], body: bytes
+    ) -> None:
+        rt = self.runtime
+        auth = ex.auth
+        assert auth is not None
+        sig, key = check
         try:
             rt.signatures.verify(
                 signing_key=key,
@@ -423,7 +500,6 @@ class SecurityMiddleware:
             if rejected.guess:
                 rt.lockout.record_failure(ex.rate_key)
             raise _RefusedError(401, "bad_signature", rejected.reason) from None
-        return True, body
 
     # ---------------------------------------------------------------------------------------
     # Responses
@@ -459,14 +535,15 @@ class SecurityMiddleware:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _refuse(self, ex: _Exchange, refused: _RefusedError, send: Send) -> None:
-        extra: list[tuple[bytes, bytes]] = []
-        if refused.status == 401:
-            extra.append(_WWW_AUTHENTICATE)
-        if refused.retry_after is not None:
-            extra.append((b"retry-after", retry_after_header(refused.retry_after).encode()))
         await self._respond(
-            refused.status, encode_error(refused.code, refused.detail), send, *extra
+            refused.status,
+            encode_error(refused.code, refused.detail),
+            send,
+            *_refusal_headers(refused),
         )
+        self._audit_refusal(ex, refused)
+
+    def _audit_refusal(self, ex: _Exchange, refused: _RefusedError) -> None:
         skipped: int | None = 0
         if refused.throttle is not None:
             skipped = self.runtime.audit_throttle.admit((ex.rate_key, refused.throttle))
@@ -482,6 +559,77 @@ class SecurityMiddleware:
             action=f"{ex.method} {ex.path}",
             detail=detail,
         )
+
+    # ---------------------------------------------------------------------------------------
+    # Requests served outside ASGI (the RPC lane)
+
+    async def serve_direct(
+        self, request: DirectRequest, handler: DirectHandler, *, action: str, target: str
+    ) -> DirectResponse:
+        """Run the gate on ``request`` (head and body already read), then ``handler``.
+
+        The same steps, refusals, response headers and audit lines as the ASGI face; used by
+        the daemon's HTTP protocol for the RPC route, whose calls never enter ASGI. ``action``
+        and ``target`` name the audit line of an admitted call, which the response's ``after``
+        writes (as the ASGI face writes its lines once the response is sent).
+        """
+        rt = self.runtime
+        headers = _Headers.parse(request.headers)
+        client = resolve_client(request.peer, headers.forwarded_for, rt.trusted_proxies)
+        ex = _Exchange(
+            scope={"raw_path": request.raw_path, "query_string": request.query_string},
+            method=request.method,
+            path=request.path,
+            client=client,
+            client_ip=str(client) if client is not None else None,
+            rate_key=rate_key(client),
+        )
+        try:
+            self._admit_direct(ex, headers, request.body)
+        except _RefusedError as refused:
+            return DirectResponse(
+                status=refused.status,
+                headers=_direct_headers(request.tls, _refusal_headers(refused)),
+                body=encode_error(refused.code, refused.detail),
+                routed=False,
+                after=partial(self._audit_refusal, ex, refused),
+            )
+        auth = ex.auth
+        assert auth is not None
+        try:
+            answer = await handler(auth.principal)
+        except Exception:
+            log.exception("unhandled error on %s %r", ex.method, ex.path)
+            answer = DirectAnswer(
+                status=500,
+                body=encode_error("internal_error", "the daemon failed to handle this request"),
+                audit_detail=None,
+            )
+        denied = answer.status in DENIED_STATUSES
+        return DirectResponse(
+            status=answer.status,
+            headers=_direct_headers(request.tls, answer.headers),
+            body=answer.body,
+            routed=True,
+            after=partial(
+                self._write_audit,
+                ex,
+                outcome="denied" if denied else ("ok" if answer.status < 400 else "failed"),
+                status=answer.status,
+                action=action,
+                detail=answer.audit_detail,
+                target=target,
+            ),
+        )
+
+    def _admit_direct(self, ex: _Exchange, headers: _Headers, body: bytes) -> None:
+        credential = self._admit_credential(ex, headers)
+        if credential is None:
+            # Only private routes are served directly; fail closed all the same.
+            raise _RefusedError(401, "unauthorized", "missing credentials")
+        check = self._signature_check(ex, headers, credential)
+        if check is not None:
+            self._verify_signature(ex, check, body)
 
     # ---------------------------------------------------------------------------------------
     # Audit
@@ -543,6 +691,22 @@ class SecurityMiddleware:
             )
         except AuditLogError:
             log.exception("audit line lost for %s %r", ex.method, ex.path)
+
+
+def _refusal_headers(refused: _RefusedError) -> list[tuple[bytes, bytes]]:
+    extra: list[tuple[bytes, bytes]] = []
+    if refused.status == 401:
+        extra.append(_WWW_AUTHENTICATE)
+    if refused.retry_after is not None:
+        extra.append((b"retry-after", retry_after_header(refused.retry_after).encode()))
+    return extra
+
+
+def _direct_headers(tls: bool, extra: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    headers = [_JSON, *extra, _NOSNIFF, _NO_STORE]
+    if tls:
+        headers.append(_HSTS)
+    return headers
 
 
 class _ErrorText(msgspec.Struct):
