@@ -88,6 +88,8 @@ class RuntimeFactory:
     clock: FakeClock
     jwt_key: bytes
     keys: Keys = field(default_factory=Keys)
+    audit_logs: list[AuditLog] = field(default_factory=list)
+    """Every audit log built, so tests can write out what is queued before reading the file."""
 
     @property
     def keys_file(self) -> Path:
@@ -135,10 +137,12 @@ class RuntimeFactory:
             RevokedTokens(self.tmp_path / "state" / "revoked_tokens.json", wall_clock=clock.wall),
             wall_clock=clock.wall,
         )
+        audit = AuditLog(self.audit_path, wall_clock=clock.wall)
+        self.audit_logs.append(audit)
         return SecurityRuntime(
             keys=store,
             tokens=tokens,
-            audit=AuditLog(self.audit_path, wall_clock=clock.wall),
+            audit=audit,
             policy=SecurityPolicy(
                 public_routes=public_routes,
                 max_body_size=max_body_size,

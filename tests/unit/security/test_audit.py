@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import stat
@@ -192,3 +193,47 @@ def test_throttle_caps_lines_across_sources(clock: FakeClock) -> None:
     assert sum(w is not None for w in written) == 5
     clock.advance(1)
     assert throttle.admit(("late", "ip")) == 45
+
+
+async def test_queued_records_are_written_together_before_the_next_loop_turn(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """``append_soon``: nothing written until the loop turns, then one chained batch."""
+    path = tmp_path / "audit.log"
+    log = AuditLog(path, wall_clock=clock.wall)
+    _write(log, 1)
+    for i in range(3):
+        log.append_soon(action="POST /v1/instances/{name}/rpc", outcome="ok", target=f"w{i}")
+    assert len(path.read_text().splitlines()) == 1
+    drained = asyncio.Event()
+    asyncio.get_running_loop().call_soon(drained.set)  # runs after the flush queued before it
+    await drained.wait()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(e["seq"], e["target"]) for e in lines] == [(1, "w0"), (2, "w0"), (3, "w1"), (4, "w2")]
+    log.close()
+    assert verify_audit_log(path).ok
+
+
+async def test_append_and_close_keep_queued_records_in_order(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A direct ``append`` writes queued records first; ``close`` writes what is left."""
+    path = tmp_path / "audit.log"
+    log = AuditLog(path, wall_clock=clock.wall)
+    log.append_soon(action="first", outcome="ok")
+    entry = log.append(action="second", outcome="ok")
+    log.append_soon(action="third", outcome="ok")
+    log.close()
+    actions = [json.loads(line)["action"] for line in path.read_text().splitlines()]
+    assert actions == ["first", "second", "third"]
+    assert entry.seq == 2
+    assert verify_audit_log(path).ok
+
+
+def test_append_soon_without_a_loop_writes_at_once(tmp_path: Path, clock: FakeClock) -> None:
+    """Outside an event loop (the CLI), ``append_soon`` is a plain append."""
+    path = tmp_path / "audit.log"
+    log = AuditLog(path, wall_clock=clock.wall)
+    log.append_soon(action="keys revoke", outcome="ok")
+    assert len(path.read_text().splitlines()) == 1
+    log.close()

@@ -18,8 +18,10 @@ processes appending (the daemon and a CLI) still produce one valid chain.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import time
@@ -27,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 
@@ -44,6 +46,8 @@ __all__ = [
     "read_audit_tail",
     "verify_audit_log",
 ]
+
+log = logging.getLogger("kdf_remote.daemon.security")
 
 GENESIS_HASH: Final = "0" * 64
 MAX_FIELD: Final = 256
@@ -227,9 +231,11 @@ class AuditLog:
         self._known_size = -1
         self._seq = 0
         self._prev = GENESIS_HASH
+        self._queued: list[_Draft] = []
 
     def close(self) -> None:
-        """Close the file (further appends raise AuditLogError)."""
+        """Write what :meth:`append_soon` queued, then close (further appends raise)."""
+        self._flush_queued()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -247,13 +253,70 @@ class AuditLog:
         status: int | None = None,
         detail: str | None = None,
     ) -> AuditEntry:
-        """Write one record and return it as written.
+        """Write one record now and return it as written.
 
         Raises:
             AuditLogError: the write failed (the caller decides whether to refuse the request).
         """
+        draft = _Draft(
+            self._now(), actor, role, key_id, source_ip, action, target, outcome, status, detail
+        )
+        self._flush_queued()  # keep the file in the order records were made
+        return self._write([draft], entries=True)[0]
+
+    def append_soon(
+        self,
+        *,
+        action: str,
+        outcome: str,
+        actor: str | None = None,
+        role: str | None = None,
+        key_id: str | None = None,
+        source_ip: str | None = None,
+        target: str | None = None,
+        status: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Queue one record (timed now); written before the event loop next polls for I/O.
+
+        Every record queued in one turn of the loop shares one lock, one ``write`` and one
+        ``fstat``: under load a busy daemon writes its request lines in batches, and the next
+        request (a ``GET /v1/audit`` included) is read only after they are in the file. A write
+        that fails is logged (the requests were answered already). Without a running loop this
+        is :meth:`append`.
+        """
+        draft = _Draft(
+            self._now(), actor, role, key_id, source_ip, action, target, outcome, status, detail
+        )
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write([draft], entries=False)
+            return
+        self._queued.append(draft)
+        if len(self._queued) == 1:
+            loop.call_soon(self._flush_queued)
+
+    def flush(self) -> None:
+        """Write the records :meth:`append_soon` queued now (a failure is logged)."""
+        self._flush_queued()
+
+    def _flush_queued(self) -> None:
+        drafts, self._queued = self._queued, []
+        if not drafts:
+            return
+        try:
+            self._write(drafts, entries=False)
+        except AuditLogError:
+            log.exception("%d audit line(s) lost", len(drafts))
+
+    def _now(self) -> str:
+        return _timestamp(self._wall())
+
+    def _write(self, drafts: list[_Draft], *, entries: bool) -> list[AuditEntry]:
         if self._fd < 0:
             raise AuditLogError("the audit log is closed")
+        sealed: list[tuple[AuditRecord, str]] = []
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
@@ -268,29 +331,55 @@ class AuditLog:
                             size += os.write(self._fd, b"\n")
                     finally:
                         os.close(read_fd)
-                record = AuditRecord(
-                    seq=self._seq + 1,
-                    time=_timestamp(self._wall()),
-                    actor=_clip(actor),
-                    role=role,
-                    key_id=_clip(key_id),
-                    source_ip=_clip(source_ip),
-                    action=_clip(action) or "",
-                    target=_clip(target),
-                    outcome=outcome,
-                    status=status,
-                    detail=_clip(detail),
-                    prev=self._prev,
-                )
-                line, digest = _seal(record)
-                os.write(self._fd, line)
-                self._known_size = size + len(line)
-                self._seq, self._prev = record.seq, digest
+                seq, prev = self._seq, self._prev
+                lines: list[bytes] = []
+                for draft in drafts:
+                    record = draft.record(seq + 1, prev)
+                    line, prev = _seal(record)
+                    seq = record.seq
+                    lines.append(line)
+                    if entries:
+                        sealed.append((record, prev))
+                data = lines[0] if len(lines) == 1 else b"".join(lines)
+                os.write(self._fd, data)
+                self._known_size = size + len(data)
+                self._seq, self._prev = seq, prev
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
         except OSError as exc:
             raise AuditLogError(f"cannot write the audit log: {exc.strerror}") from None
-        return AuditEntry(hash=digest, **msgspec.structs.asdict(record))
+        return [AuditEntry(hash=digest, **msgspec.structs.asdict(r)) for r, digest in sealed]
+
+
+class _Draft(NamedTuple):
+    """A record's fields before the log gives it its place in the chain."""
+
+    time: str
+    actor: str | None
+    role: str | None
+    key_id: str | None
+    source_ip: str | None
+    action: str
+    target: str | None
+    outcome: str
+    status: int | None
+    detail: str | None
+
+    def record(self, seq: int, prev: str) -> AuditRecord:
+        return AuditRecord(
+            seq=seq,
+            time=self.time,
+            actor=_clip(self.actor),
+            role=self.role,
+            key_id=_clip(self.key_id),
+            source_ip=_clip(self.source_ip),
+            action=_clip(self.action) or "",
+            target=_clip(self.target),
+            outcome=self.outcome,
+            status=self.status,
+            detail=_clip(self.detail),
+            prev=prev,
+        )
 
 
 def read_audit_tail(path: Path, *, limit: int, before_seq: int | None = None) -> list[AuditEntry]:

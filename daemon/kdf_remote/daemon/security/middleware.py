@@ -678,7 +678,7 @@ class SecurityMiddleware:
     ) -> None:
         principal: Principal | None = ex.auth.principal if ex.auth is not None else None
         try:
-            self.runtime.audit.append(
+            self.runtime.audit.append_soon(
                 action=action,
                 outcome=outcome,
                 actor=principal.name if principal is not None else None,
