@@ -26,6 +26,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from kdf_remote.daemon.principal import Role
+from kdf_remote.daemon.security.hosts import check_allowed_host
 from kdf_remote.daemon.units import (
     DURATION_EXPECTED,
     SIZE_EXPECTED,
@@ -234,6 +235,8 @@ class SecuritySection(msgspec.Struct, frozen=True, kw_only=True):
     keys_file: Path
     allowed_ips: tuple[IPNetwork, ...] = ()
     """Empty means any peer may connect."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Names the ``Host`` header must match (literally); empty means any."""
     trusted_proxies: tuple[IPNetwork, ...] = ()
     ssl: SslSection | None = None
     jwt: JwtSection
@@ -524,6 +527,13 @@ def _network(ctx: _Context, node: Node) -> IPNetwork:
         raise _BadValueError("a CIDR such as 203.0.113.0/24 or 2001:db8::/32") from None
 
 
+def _host_name(ctx: _Context, node: Node) -> str:
+    try:
+        return check_allowed_host(_text(ctx, node))
+    except ValueError as bad:
+        raise _BadValueError(str(bad)) from None
+
+
 def _method_name(ctx: _Context, node: Node) -> str:
     text = _text(ctx, node)
     if any(ch.isspace() for ch in text):
@@ -778,6 +788,7 @@ def _read_security(sec: _Section, state_dir: Path) -> SecuritySection:
         api_keys=api_keys,
         keys_file=keys_file,
         allowed_ips=sec.get("allowed_ips", cidrs, ()),
+        allowed_hosts=sec.get("allowed_hosts", _list_of(_host_name, "host names"), ()),
         trusted_proxies=sec.get("trusted_proxies", cidrs, ()),
         ssl=ssl,
         jwt=jwt,

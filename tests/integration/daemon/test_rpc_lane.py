@@ -163,3 +163,22 @@ def test_large_batch_goes_the_asgi_way(daemon: Daemon) -> None:
         answer = http.post(RPC, content=body)
     assert answer.status_code == 200, answer.text
     assert len(answer.json()) == len(batch)
+
+
+def test_allowed_hosts_hold_on_the_lane_and_on_asgi(daemons: DaemonFactory) -> None:
+    """With ``allowed_hosts``, another Host is refused (400) on the RPC lane and elsewhere."""
+    config = daemons.write_config(security="  allowed_hosts: [127.0.0.1, kdf.test]\n")
+    daemon = daemons.start(config, "--stop-instances-on-exit")
+    with daemon.client() as http:
+        started = http.post("/v1/instances/main/start", json=startup_config())
+        assert started.status_code == 200, started.text
+        assert http.post(RPC, content=VERSION, headers={"Host": "kdf.test:8443"}).is_success
+        for path, method in ((RPC, "POST"), ("/v1/instances", "GET")):
+            refused = http.request(
+                method,
+                path,
+                content=VERSION if method == "POST" else None,
+                headers={"Host": "kdfXtest", "X-Forwarded-Host": "kdf.test"},
+            )
+            assert refused.status_code == 400, path
+            assert refused.json()["error"] == "host_not_allowed"

@@ -113,6 +113,7 @@ def test_bad_values_name_key_value_expectation_and_line() -> None:
         "security:\n"
         "  max_body_size: 1X\n"
         "  allowed_ips: ['10.0.0.0/8', nope]\n"
+        "  allowed_hosts: [kdf.example.com, 'kdf.example.com:443']\n"
     )
     assert problems == [
         "daemon.yaml:3: daemon.health_check_interval: got '30x', expected a duration such as "
@@ -123,6 +124,8 @@ def test_bad_values_name_key_value_expectation_and_line() -> None:
         "1G (bytes when no suffix)",
         "daemon.yaml:8: security.allowed_ips[1]: got 'nope', expected a CIDR such as "
         "203.0.113.0/24 or 2001:db8::/32",
+        "daemon.yaml:9: security.allowed_hosts[1]: got 'kdf.example.com:443', expected a host "
+        "name such as kdf.example.com, *.example.com or an IP address",
     ]
 
 

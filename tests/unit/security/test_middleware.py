@@ -341,6 +341,30 @@ async def test_allow_list_uses_the_real_peer(
         assert (await client.get("/v1/instances", headers=key)).status_code == 200
 
 
+async def test_host_matching_is_literal(make_runtime: RuntimeFactory, keys: dict[str, str]) -> None:
+    """Reference 9: with allowed host kdf.test, kdfXtest and evil.com get 400; so does a
+    forged X-Forwarded-Host; a listed name with any port, and a wildcard's subdomain, pass."""
+    factory = make_runtime
+    app = build_app(factory(allowed_hosts=["kdf.test", "*.fleet.test"]))
+    key = bearer(keys["ops"])
+    async with client_for(app) as client:
+        for host in ("kdfXtest", "evil.com", "kdf.test.evil.com", "fleet.test", "kdf.test:x"):
+            refused = await client.get("/v1/instances", headers={**key, "Host": host})
+            assert refused.status_code == 400, host
+            assert refused.json()["error"] == "host_not_allowed"
+        forged = await client.get(
+            "/v1/instances", headers={**key, "Host": "evil.com", "X-Forwarded-Host": "kdf.test"}
+        )
+        assert forged.status_code == 400
+        # Refused before credentials are even looked at: the public route too.
+        assert (await client.get("/v1/health", headers={"Host": "evil.com"})).status_code == 400
+        for host in ("kdf.test", "KDF.test:8443", "w1.fleet.test", "a.b.fleet.test:1"):
+            answer = await client.get("/v1/instances", headers={**key, "Host": host})
+            assert answer.status_code == 200, host
+    denied = [e for e in audit_lines(factory) if e["status"] == 400]
+    assert denied and denied[0]["detail"].startswith("host_not_allowed")
+
+
 async def test_forwarded_for_is_honoured_only_from_trusted_proxies(
     make_runtime: RuntimeFactory, keys: dict[str, str]
 ) -> None:

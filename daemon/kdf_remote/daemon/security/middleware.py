@@ -3,6 +3,8 @@
 Per HTTP request, in this order (each step refuses with the daemon's ``{"error", "detail"}``):
 
 1. client address: the TCP peer, or the forwarded client when the peer is a trusted proxy;
+   the ``Host`` header against ``security.allowed_hosts``, matched literally (400
+   ``host_not_allowed``; ``X-Forwarded-Host`` is never read);
 2. allow-list (403 ``ip_not_allowed``);
 3. lock-out after failed authentications (429 + ``Retry-After``);
 4. rate limit per client address, stricter on ``POST /v1/auth/token`` (429 + ``Retry-After``);
@@ -205,6 +207,7 @@ class _ClientGoneError(Exception):
 
 @dataclass(slots=True)
 class _Headers:
+    host: bytes | None = None
     authorization: bytes | None = None
     api_key: bytes | None = None
     forwarded_for: list[bytes] = field(default_factory=list)
@@ -218,7 +221,9 @@ class _Headers:
     def parse(cls, raw: list[tuple[bytes, bytes]]) -> _Headers:
         found = cls()
         for name, value in raw:
-            if name == b"authorization":
+            if name == b"host":
+                found.host = value
+            elif name == b"authorization":
                 found.authorization = value
             elif name == b"x-api-key":
                 found.api_key = value
@@ -401,6 +406,13 @@ class SecurityMiddleware:
         """
         rt = self.runtime
         policy = rt.policy
+        if not rt.host_list.allows(headers.host):
+            raise _RefusedError(
+                400,
+                "host_not_allowed",
+                "this daemon does not answer to that host name",
+                throttle="host",
+            )
         if not rt.allow_list.allows(ex.client):
             raise _RefusedError(
                 403, "ip_not_allowed", "this address may not use the daemon", throttle="ip"

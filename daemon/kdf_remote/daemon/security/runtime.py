@@ -18,6 +18,7 @@ import msgspec
 from kdf_remote.daemon.principal import Principal
 from kdf_remote.daemon.security.audit import AuditLog, AuditThrottle
 from kdf_remote.daemon.security.errors import CredentialError, SecurityConfigError
+from kdf_remote.daemon.security.hosts import HostAllowList
 from kdf_remote.daemon.security.ipaccess import IpAllowList, IPNetwork, NetworkSet
 from kdf_remote.daemon.security.keystore import (
     KeyRecord,
@@ -118,6 +119,7 @@ class SecurityRuntime:
         policy: SecurityPolicy,
         limits: RateLimits,
         allowed_ips: Iterable[IPNetwork] = (),
+        allowed_hosts: Iterable[str] = (),
         trusted_proxies: Iterable[IPNetwork] = (),
         signing_window: float = 300.0,
         monotonic: Callable[[], float] = time.monotonic,
@@ -134,6 +136,7 @@ class SecurityRuntime:
         self.policy = policy
         self.limits = limits
         self.allow_list = IpAllowList(allowed_ips)
+        self.host_list = HostAllowList(allowed_hosts)
         self.trusted_proxies = NetworkSet(trusted_proxies)
         self.ip_limiter = TokenBucketLimiter(
             rate=limits.requests_per_minute / 60.0,
@@ -211,6 +214,7 @@ class SecurityRuntime:
                 lockout=rate.lockout,
             ),
             allowed_ips=security.allowed_ips,
+            allowed_hosts=security.allowed_hosts,
             trusted_proxies=security.trusted_proxies,
             signing_window=security.signing.window,
             monotonic=monotonic,
