@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Required, TypedDict, Unpack
 
 import msgspec
 
@@ -39,6 +39,7 @@ from kdf_remote.daemon.security.files import PRIVATE_MODE, check_private_file
 __all__ = [
     "GENESIS_HASH",
     "AuditEntry",
+    "AuditFields",
     "AuditLog",
     "AuditRecord",
     "AuditThrottle",
@@ -201,6 +202,21 @@ def _last_link(fd: int, end: int) -> tuple[int, str]:
     return 0, GENESIS_HASH
 
 
+class AuditFields(TypedDict, total=False):
+    """What a caller says in one record (``seq``, ``time``, ``prev`` and ``hash`` are the log's)."""
+
+    action: Required[str]
+    """E.g. ``POST /v1/instances/{name}/start`` or ``auth.token``."""
+    outcome: Required[str]
+    actor: str | None
+    role: str | None
+    key_id: str | None
+    source_ip: str | None
+    target: str | None
+    status: int | None
+    detail: str | None
+
+
 class AuditLog:
     """Appends hash-chained records to the audit file.
 
@@ -240,43 +256,17 @@ class AuditLog:
             os.close(self._fd)
             self._fd = -1
 
-    def append(
-        self,
-        *,
-        action: str,
-        outcome: str,
-        actor: str | None = None,
-        role: str | None = None,
-        key_id: str | None = None,
-        source_ip: str | None = None,
-        target: str | None = None,
-        status: int | None = None,
-        detail: str | None = None,
-    ) -> AuditEntry:
+    def append(self, **fields: Unpack[AuditFields]) -> AuditEntry:
         """Write one record now and return it as written.
 
         Raises:
             AuditLogError: the write failed (the caller decides whether to refuse the request).
         """
-        draft = _Draft(
-            self._now(), actor, role, key_id, source_ip, action, target, outcome, status, detail
-        )
+        draft = self._draft(fields)
         self._flush_queued()  # keep the file in the order records were made
         return self._write([draft], entries=True)[0]
 
-    def append_soon(
-        self,
-        *,
-        action: str,
-        outcome: str,
-        actor: str | None = None,
-        role: str | None = None,
-        key_id: str | None = None,
-        source_ip: str | None = None,
-        target: str | None = None,
-        status: int | None = None,
-        detail: str | None = None,
-    ) -> None:
+    def append_soon(self, **fields: Unpack[AuditFields]) -> None:
         """Queue one record (timed now); written before the event loop next polls for I/O.
 
         Every record queued in one turn of the loop shares one lock, one ``write`` and one
@@ -285,9 +275,7 @@ class AuditLog:
         that fails is logged (the requests were answered already). Without a running loop this
         is :meth:`append`.
         """
-        draft = _Draft(
-            self._now(), actor, role, key_id, source_ip, action, target, outcome, status, detail
-        )
+        draft = self._draft(fields)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -296,6 +284,20 @@ class AuditLog:
         self._queued.append(draft)
         if len(self._queued) == 1:
             loop.call_soon(self._flush_queued)
+
+    def _draft(self, fields: AuditFields) -> _Draft:
+        return _Draft(
+            time=_timestamp(self._wall()),
+            actor=fields.get("actor"),
+            role=fields.get("role"),
+            key_id=fields.get("key_id"),
+            source_ip=fields.get("source_ip"),
+            action=fields["action"],
+            target=fields.get("target"),
+            outcome=fields["outcome"],
+            status=fields.get("status"),
+            detail=fields.get("detail"),
+        )
 
     def flush(self) -> None:
         """Write the records :meth:`append_soon` queued now (a failure is logged)."""
@@ -309,9 +311,6 @@ class AuditLog:
             self._write(drafts, entries=False)
         except AuditLogError:
             log.exception("%d audit line(s) lost", len(drafts))
-
-    def _now(self) -> str:
-        return _timestamp(self._wall())
 
     def _write(self, drafts: list[_Draft], *, entries: bool) -> list[AuditEntry]:
         if self._fd < 0:
