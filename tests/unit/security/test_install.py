@@ -65,6 +65,13 @@ def test_init_names_the_certificate_and_url_after_the_host(tmp_path: Path) -> No
     assert named.url == "https://kdf.example.com:18443"
     document = yaml.safe_load(Path(named.config_path).read_text())
     assert document["daemon"]["host"] == "0.0.0.0"
+    # The daemon answers to the certificate's names, and to loopback for probes on the machine.
+    assert load_settings(Path(named.config_path)).security.allowed_hosts == (
+        "kdf.example.com",
+        "127.0.0.1",
+        "::1",
+        "localhost",
+    )
 
 
 def test_init_refuses_bad_options_and_an_initialised_directory(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ CONFIG_NAME: Final = "daemon.yaml"
 DEFAULT_RPC_PORT: Final = 7783
 DEFAULT_WORKER_BASE: Final = 9000
 _PORT_ATTEMPTS: Final = 50
+_LOOPBACK_NAMES: Final = ("127.0.0.1", "::1", "localhost")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +123,16 @@ def _url(name: str, port: int) -> str:
     return f"https://[{name}]:{port}" if is_v6 else f"https://{name}:{port}"
 
 
+def _allowed_hosts(sans: Sequence[str]) -> list[str]:
+    """The certificate's names, plus loopback for probes run on the machine itself.
+
+    Clients must use one of the certificate's names anyway; listing them also refuses a
+    request under any other ``Host`` (a DNS-rebinding page aiming a browser at the daemon).
+    """
+    names = [str(name).strip().lower() for name in sans]
+    return names + [name for name in _LOOPBACK_NAMES if name not in names]
+
+
 def _config_document(
     options: InitOptions,
     root: Path,
@@ -129,11 +140,13 @@ def _config_document(
     tls_dir: Path,
     rpc_port: int,
     workers: tuple[int, int],
+    sans: Sequence[str],
 ) -> dict[str, object]:
     """The daemon YAML (design.md schema) as plain data."""
     state = root / "state"
     security: dict[str, object] = {
         "api_keys": [],
+        "allowed_hosts": _allowed_hosts(sans),
         "ssl": {
             "cert_path": str(tls_dir / "server.pem"),
             "key_path": str(tls_dir / "server.key"),
@@ -201,7 +214,12 @@ def init_daemon(options: InitOptions) -> InitResult:
     rpc_port = _free_range(1, DEFAULT_RPC_PORT, avoid)[0]
     workers = _free_range(max(1, options.max_workers), DEFAULT_WORKER_BASE, avoid | {rpc_port})
     document = _config_document(
-        options, root, tls_dir=Path(tls.ca_cert).parent, rpc_port=rpc_port, workers=workers
+        options,
+        root,
+        tls_dir=Path(tls.ca_cert).parent,
+        rpc_port=rpc_port,
+        workers=workers,
+        sans=sans,
     )
     (root / "kdf-data").mkdir(mode=0o700, exist_ok=True)
     write_private_file(
