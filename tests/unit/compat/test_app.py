@@ -75,6 +75,7 @@ class Harness:
     app: CompatApp
     instance: FakeInstance
     audit_path: Path
+    audit: AuditLog
     clock: Clock
 
     def client(self, peer: str = "127.0.0.1") -> httpx.AsyncClient:
@@ -82,6 +83,8 @@ class Harness:
         return httpx.AsyncClient(transport=transport, base_url="http://kdf.test")
 
     def audit_lines(self) -> list[dict[str, object]]:
+        """The audit entries, once the lines queued for the next loop turn are written."""
+        self.audit.flush()
         return [msgspec.to_builtins(e) for e in read_audit_tail(self.audit_path, limit=1000)]
 
 
@@ -123,7 +126,7 @@ def harness(tmp_path: Path) -> Iterable[HarnessFactory]:
             audit_throttle=AuditThrottle(clock=clock),
             clock=clock,
         )
-        return Harness(app=app, instance=fake, audit_path=audit_path, clock=clock)
+        return Harness(app=app, instance=fake, audit_path=audit_path, audit=audit, clock=clock)
 
     yield build
     for log in logs:

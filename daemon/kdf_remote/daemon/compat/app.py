@@ -459,7 +459,7 @@ class CompatApp:
             served = status is not None and status < 400
             outcome = "denied" if refused else ("ok" if served else "failed")
         try:
-            self.audit.append(
+            self.audit.append_soon(
                 action=ex.action,
                 outcome=outcome,
                 # The caller is identified by the rpc_password only: no key name to record.
