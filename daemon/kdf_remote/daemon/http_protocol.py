@@ -35,7 +35,6 @@ __all__ = [
     "Lane",
     "RoutePredicate",
     "daemon_protocol",
-    "single_write_protocol",
 ]
 
 RoutePredicate = Callable[[str, str], bool]
@@ -92,8 +91,10 @@ class HeadJoiningWriter:
 class Lane(Protocol):
     """Answers some requests inside the protocol, without ASGI (the daemon's RPC lane)."""
 
-    max_body: int
-    """Largest body (declared by ``Content-Length``) the lane takes; larger ones go to ASGI."""
+    @property
+    def max_body(self) -> int:
+        """Largest body (declared by ``Content-Length``) the lane takes; larger ones: ASGI."""
+        ...
 
     def match(self, method: str, path: str) -> str | None:
         """A key for the request when the lane serves ``method path`` (e.g. the instance)."""
@@ -105,11 +106,6 @@ class Lane(Protocol):
         The protocol calls the response's ``after`` once it has written it.
         """
         ...
-
-
-def single_write_protocol(is_single_body: RoutePredicate) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol class, joining head and body for matching routes."""
-    return daemon_protocol(lane=None, is_single_body=is_single_body)
 
 
 def daemon_protocol(

@@ -52,6 +52,23 @@ def test_documented_requests_answer_as_kdf_itself(stack: CompatStack) -> None:
     assert {200, 400, 500} <= statuses
 
 
+def test_lane_and_asgi_answer_alike(stack: CompatStack) -> None:
+    """A Content-Length POST (served on the listener's lane) and a chunked one (through ASGI)
+    get the same status, body and headers but the date."""
+    call = json.dumps({"method": "version", "userpass": RPC_PASSWORD}).encode()
+
+    def chunked() -> Iterator[bytes]:
+        yield call
+
+    with stack.client(stack.compat_url, key=None) as compat:
+        lane = compat.post("/", content=call)
+        asgi = compat.post("/", content=chunked())
+    assert (lane.status_code, lane.content) == (asgi.status_code, asgi.content)
+    assert lane.status_code == 200 and lane.json()["result"]
+    for name in ("access-control-allow-origin", "content-type", "x-content-type-options"):
+        assert lane.headers[name] == asgi.headers[name], name
+
+
 def test_wrong_userpass_gets_kdfs_error_and_never_reaches_kdf(stack: CompatStack) -> None:
     """KDF's legacy and v2 auth errors, answered by the daemon; KDF never sees the call."""
     with stack.client(stack.compat_url, key=None, source="127.0.0.4") as compat:

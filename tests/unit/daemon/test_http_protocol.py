@@ -9,7 +9,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from kdf_remote.daemon.http_protocol import HeadJoiningWriter, single_write_protocol
+from kdf_remote.daemon.http_protocol import HeadJoiningWriter, daemon_protocol
 from kdf_remote.daemon.proxy import is_rpc_route
 
 pytestmark = pytest.mark.unit
@@ -68,7 +68,9 @@ async def answer(scope: Any, receive: Any, send: Any) -> None:
 
 async def serve_one(request: bytes) -> RecordingTransport:
     """Feed ``request`` to the daemon's protocol class and wait until the answer is written."""
-    config = uvicorn.Config(answer, http=single_write_protocol(is_rpc_route), log_config=None)
+    config = uvicorn.Config(
+        answer, http=daemon_protocol(lane=None, is_single_body=is_rpc_route), log_config=None
+    )
     config.load()
     protocol_class = config.http_protocol_class
     protocol = protocol_class(  # type: ignore[call-arg]

@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -52,8 +53,10 @@ from kdf_remote.daemon.compat.protocol import (
 )
 from kdf_remote.daemon.compat.sse import relay_event_stream, valid_query
 from kdf_remote.daemon.proxy import MAX_RPC_RESPONSE_BYTES
+from kdf_remote.daemon.rpc_lane import LANE_BODY_LIMIT
 from kdf_remote.daemon.security.errors import AuditLogError
 from kdf_remote.daemon.security.ipaccess import rate_key, resolve_client
+from kdf_remote.daemon.security.middleware import DirectRequest, DirectResponse
 from kdf_remote.daemon.security.ratelimit import TokenBucketLimiter, retry_after_header
 from kdf_remote.daemon.security.tls import HSTS_VALUE
 
@@ -217,6 +220,47 @@ class CompatApp:
         """End open event streams now, so a graceful shutdown does not wait for them."""
         self._shutdown.set()
 
+    # -----------------------------------------------------------------------------------------
+    # The lane face (see kdf_remote.daemon.http_protocol): small POST bodies, no ASGI
+
+    @property
+    def max_body(self) -> int:
+        """Largest body the HTTP protocol hands to :meth:`respond` (larger ones go to ASGI)."""
+        return min(self.config.max_body_size, LANE_BODY_LIMIT)
+
+    def match(self, method: str, path: str) -> str | None:
+        """Every POST is a KDF call, whatever its path (as in KDF)."""
+        return "rpc" if method == "POST" else None
+
+    async def respond(self, request: DirectRequest, key: str) -> DirectResponse:
+        """The answer to one KDF call whose body was read with its head.
+
+        The same checks, answers, headers and audit line as the ASGI face; the response's
+        ``after`` writes the audit line.
+        """
+        ex = self._exchange(request.method, request.peer, request.headers, tls=request.tls)
+        view: InstanceView | None = None
+        try:
+            self._admit(ex)
+        except _RefusedError as refused:
+            answer = _refusal_answer(refused)
+            after = partial(self._audit_refusal, ex, refused)
+        else:
+            ex.action = f"{AUDIT_ACTION_PREFIX} POST /"
+            answer, view = await self._rpc_answer(ex, request.body)
+            after = partial(self._audit, ex)
+        ex.status = answer.status
+        return DirectResponse(
+            status=answer.status,
+            headers=self._headers(ex, answer, view),
+            body=answer.body,
+            routed=True,
+            after=after,
+        )
+
+    # -----------------------------------------------------------------------------------------
+    # The ASGI face
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
@@ -230,12 +274,10 @@ class CompatApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         peer = scope.get("client")
-        forwarded = [value for name, value in scope["headers"] if name == b"x-forwarded-for"]
-        client = resolve_client(peer[0] if peer else None, forwarded, self.trusted_proxies)
-        ex = _Exchange(
-            method=scope["method"],
-            client=client,
-            key=rate_key(client),
+        ex = self._exchange(
+            scope["method"],
+            peer[0] if peer else None,
+            scope["headers"],
             tls=scope.get("scheme") == "https",
         )
         try:
@@ -258,6 +300,13 @@ class CompatApp:
             ex.note = "client disconnected before sending its body"
         self._audit(ex)
 
+    def _exchange(
+        self, method: str, peer: str | None, headers: list[tuple[bytes, bytes]], *, tls: bool
+    ) -> _Exchange:
+        forwarded = [value for name, value in headers if name == b"x-forwarded-for"]
+        client = resolve_client(peer, forwarded, self.trusted_proxies)
+        return _Exchange(method=method, client=client, key=rate_key(client), tls=tls)
+
     def _admit(self, ex: _Exchange) -> None:
         if not self.allow_list.allows(ex.client):
             raise _RefusedError(403, "this address may not use this endpoint", throttle="compat-ip")
@@ -274,11 +323,10 @@ class CompatApp:
             raise _RefusedError(429, "too many requests", throttle="compat-rate", retry_after=wait)
 
     async def _refuse(self, ex: _Exchange, refused: _RefusedError, send: Send) -> None:
-        extra: tuple[tuple[bytes, bytes], ...] = ()
-        if refused.retry_after is not None:
-            extra = ((b"retry-after", retry_after_header(refused.retry_after).encode()),)
-        answer = _Answer(refused.status, legacy_error(refused.message), extra=extra)
-        await self._send(ex, send, answer, None)
+        await self._send(ex, send, _refusal_answer(refused), None)
+        self._audit_refusal(ex, refused)
+
+    def _audit_refusal(self, ex: _Exchange, refused: _RefusedError) -> None:
         skipped = self.audit_throttle.admit((ex.key, refused.throttle))
         if skipped is None:
             return
@@ -297,19 +345,20 @@ class CompatApp:
             too_large = legacy_error(f"request body over the {limit}-byte limit")
             await self._send(ex, send, _Answer(413, too_large), None)
             return
+        answer, view = await self._rpc_answer(ex, body)
+        await self._send(ex, send, answer, view)
+
+    async def _rpc_answer(self, ex: _Exchange, body: bytes) -> tuple[_Answer, InstanceView | None]:
+        """The answer to one RPC request whose whole body was read (and the instance's view)."""
         view = self.backend.view(self.config.instance)
         try:
             request = parse_request(body)
         except JsonBodyError as exc:
             # KDF reads the body as JSON before anything else; serde's message has no location.
-            body_error = msgspec.json.encode({"error": exc.message})
-            await self._send(ex, send, _Answer(500, body_error), view)
-            return
+            return _Answer(500, msgspec.json.encode({"error": exc.message})), view
         ex.calls = request.calls
         if ex.method != "POST":
-            only_post = legacy_error("Only POST requests are supported!")
-            await self._send(ex, send, _Answer(500, only_post), view)
-            return
+            return _Answer(500, legacy_error("Only POST requests are supported!")), view
         if view is None:
             # No stored config (never started) or the daemon is starting or stopping: there is
             # no password to check against, and judging would count good clients' calls as
@@ -318,10 +367,9 @@ class CompatApp:
                 f"instance {self.config.instance!r} is not available: it has no stored config "
                 "or the daemon is not serving it right now"
             )
-            await self._send(ex, send, _Answer(503, unavailable), view)
-            return
+            return _Answer(503, unavailable), view
         refused = self._judge_all(ex, request, view)
-        await self._send(ex, send, await self._answer(request, refused), view)
+        return await self._answer(request, refused), view
 
     def _judge_all(
         self, ex: _Exchange, request: RpcRequest, view: InstanceView
@@ -441,16 +489,23 @@ class CompatApp:
     async def _send(
         self, ex: _Exchange, send: Send, answer: _Answer, view: InstanceView | None
     ) -> None:
+        headers = self._headers(ex, answer, view)
+        headers.append((b"content-length", str(len(answer.body)).encode()))
+        ex.status = answer.status
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body, "more_body": False})
+
+    def _headers(
+        self, ex: _Exchange, answer: _Answer, view: InstanceView | None
+    ) -> list[tuple[bytes, bytes]]:
+        """The answer's headers but ``Content-Length``."""
         origin = answer.origin if answer.origin is not None else self._origin(ex, view)
         headers = [(b"access-control-allow-origin", origin)]
         if answer.content_type is not None:
             headers.append(answer.content_type)
-        headers.append((b"content-length", str(len(answer.body)).encode()))
         headers.extend(answer.extra)
         headers.extend(self._security_headers(ex))
-        ex.status = answer.status
-        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-        await send({"type": "http.response.body", "body": answer.body, "more_body": False})
+        return headers
 
     def _audit(self, ex: _Exchange, *, outcome: str | None = None) -> None:
         status = ex.status
@@ -471,6 +526,13 @@ class CompatApp:
             )
         except AuditLogError:
             log.exception("audit line lost for kdf_compat %s", ex.method)
+
+
+def _refusal_answer(refused: _RefusedError) -> _Answer:
+    extra: tuple[tuple[bytes, bytes], ...] = ()
+    if refused.retry_after is not None:
+        extra = ((b"retry-after", retry_after_header(refused.retry_after).encode()),)
+    return _Answer(refused.status, legacy_error(refused.message), extra=extra)
 
 
 def audit_detail(calls: tuple[RpcCall, ...], refusals: list[Refusal | None]) -> str:

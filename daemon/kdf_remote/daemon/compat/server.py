@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 import uvicorn
 
 from kdf_remote.daemon.compat.app import CompatApp
-from kdf_remote.daemon.http_protocol import single_write_protocol
+from kdf_remote.daemon.http_protocol import daemon_protocol
 from kdf_remote.daemon.security.tls import check_listen_address, ssl_context_factory
 
 if TYPE_CHECKING:
@@ -52,8 +52,8 @@ def build_compat_config(settings: Settings, app: CompatApp) -> uvicorn.Config:
         "host": settings.daemon.host,
         "port": port,
         "loop": "uvloop",
-        # httptools; each KDF answer (POST /) in one write. The event stream keeps two.
-        "http": single_write_protocol(_is_kdf_call),
+        # httptools, KDF calls (POSTs) answered on the listener's lane, in one write each.
+        "http": daemon_protocol(lane=app, is_single_body=_is_kdf_call),
         "ws": "none",
         # The REST server's lifespan opens and closes the supervisor for both listeners.
         "lifespan": "off",
