@@ -124,5 +124,11 @@ def run(
 
 def main() -> None:
     """Console entry point."""
+    # httpx (release downloads) imports its own optional CLI, `httpx._main`, whenever click and
+    # rich are installed: rich and pygments, about 3 MiB the daemon would keep resident for
+    # nothing. A None entry makes that import fail, which httpx handles (its path for
+    # "httpx[cli] not installed"); only `httpx.main` is affected, which we never call. The
+    # `kdf-remote` CLI does the same for its start-up time.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     result = app()
     raise SystemExit(result if isinstance(result, int) else 0)

@@ -68,3 +68,37 @@ def test_missing_file(tmp_path: Path) -> None:
     result = _run("check-config", str(tmp_path / "absent.yaml"))
     assert result.returncode == 1
     assert f"{tmp_path / 'absent.yaml'}: <file>: cannot read" in result.stderr
+
+
+RESIDENT_PROBE = """
+import sys
+from kdf_remote.daemon.cli import main
+sys.argv = ["kdf-remote-daemon", "check-config", sys.argv[1]]
+try:
+    main()
+except SystemExit:
+    pass
+import kdf_remote.daemon.app, kdf_remote.daemon.server  # what the serving daemon loads
+loaded = [m for m in ("rich", "pygments", "httpx._main") if sys.modules.get(m) is not None]
+print("LOADED:" + ",".join(loaded) + ":httpx" * ("httpx" in sys.modules))
+"""
+
+
+def test_the_daemon_keeps_httpx_cli_out_of_memory(tmp_path: Path) -> None:
+    """Through its entry point the daemon loads httpx without httpx's CLI (rich, pygments)."""
+    path = tmp_path / "daemon.yaml"
+    path.write_text(
+        f"daemon: {{host: 127.0.0.1, state_dir: {tmp_path}}}\n"
+        f"kdf: {{binary_path: {tmp_path}/kdf}}\n"
+    )
+    assert _run("keys", "init", "--config", str(path)).returncode == 0
+    probe = subprocess.run(
+        [sys.executable, "-c", RESIDENT_PROBE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    # httpx itself is loaded (release downloads); its CLI and what that pulls in are not.
+    assert probe.stdout.strip().splitlines()[-1] == "LOADED::httpx"
