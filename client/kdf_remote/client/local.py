@@ -19,7 +19,6 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,6 +39,7 @@ from kdf_remote.client.profiles import LocalSettings, Profile
 
 if TYPE_CHECKING:
     from kdf_remote.supervisor import Supervisor
+    from kdf_remote.supervisor.models import InstanceStatus as SupervisorStatus
 
 __all__ = ["AsyncLocalKdfController", "LocalKdfController"]
 
@@ -81,8 +81,10 @@ def _catchable() -> tuple[type[Exception], ...]:
     return (SupervisorError, KdfConfigError, KdfProtocolError)
 
 
-def _status(raw: Any) -> InstanceStatus:
-    return msgspec.convert(msgspec.to_builtins(raw), InstanceStatus)
+def _status(raw: SupervisorStatus) -> InstanceStatus:
+    from kdf_remote.supervisor.wire import status_out
+
+    return status_out(raw)
 
 
 class AsyncLocalKdfController:
@@ -261,41 +263,17 @@ class AsyncLocalKdfController:
     async def health(self, *, instance: str = MAIN) -> HealthSample:
         """One health reading (a stopped instance is reported unhealthy)."""
         from kdf_remote.supervisor import NotRunning
+        from kdf_remote.supervisor.wire import health_out
 
         sup = await self._sup()
-        status = await self.status(instance)
         try:
+            status = sup.status(instance)
             sample = await sup.sample_health(instance)
         except NotRunning:
-            return HealthSample(
-                name=instance,
-                state=status.state,
-                healthy=False,
-                rpc_ok=False,
-                kdf_version=status.kdf_version,
-                pid=status.pid,
-                restarts=status.restarts,
-                at=datetime.now(UTC),
-            )
+            return health_out(sup.status(instance), None)
         except _catchable() as exc:
             raise _translate(exc, instance) from None
-        rtt = sample.rpc_rtt_ms
-        return HealthSample(
-            name=instance,
-            state=str(sample.state.value),
-            healthy=status.state == "running" and rtt is not None,
-            rpc_ok=rtt is not None,
-            rpc_latency_ms=rtt,
-            kdf_version=status.kdf_version,
-            pid=sample.pid,
-            uptime_s=status.uptime_s,
-            restarts=status.restarts,
-            cpu_percent=sample.cpu_percent,
-            rss_bytes=sample.rss_bytes,
-            open_fds=sample.open_fds,
-            threads=sample.threads,
-            at=sample.at,
-        )
+        return health_out(status, sample)
 
     async def monitor_health(
         self, *, instance: str = MAIN, interval: float = HEALTH_INTERVAL

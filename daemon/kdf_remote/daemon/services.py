@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,9 +33,10 @@ from kdf_remote.kdf.config import SECRET_FIELDS, KdfStartupConfig, decode_startu
 from kdf_remote.kdf.errors import KdfConfigError, KdfProtocolError
 from kdf_remote.kdf.password import generate_rpc_password
 from kdf_remote.supervisor import errors as sup_errors
-from kdf_remote.supervisor.models import InstanceState, InstanceStatus, SupervisorEvent
+from kdf_remote.supervisor.models import InstanceState, InstanceStatus
 from kdf_remote.supervisor.restart_policy import RestartPolicy
 from kdf_remote.supervisor.spec import InstanceSpec, Timeouts
+from kdf_remote.supervisor.wire import event_out, health_out, status_out
 
 if TYPE_CHECKING:
     from kdf_remote.daemon.settings import Settings
@@ -140,14 +140,6 @@ async def _async_api_errors(name: str) -> AsyncIterator[None]:
         yield
 
 
-def _status_out(status: InstanceStatus) -> api.InstanceStatus:
-    return msgspec.convert(status, api.InstanceStatus, from_attributes=True)
-
-
-def _event_out(event: SupervisorEvent) -> api.StateEvent:
-    return msgspec.convert(event, api.StateEvent, from_attributes=True)
-
-
 class InstanceService:
     """Instances as the REST API sees them."""
 
@@ -246,7 +238,7 @@ class InstanceService:
         with _api_errors(spec.name):
             status = await self.supervisor.add(spec)
         self._specs[spec.name] = spec
-        return _status_out(status)
+        return status_out(status)
 
     async def remove_instance(self, name: str) -> None:
         """Stop ``name`` gracefully and forget it (its files stay)."""
@@ -264,14 +256,14 @@ class InstanceService:
     def status(self, name: str) -> api.InstanceStatus:
         """Status of one instance."""
         with _api_errors(name):
-            return _status_out(self.supervisor.status(name))
+            return status_out(self.supervisor.status(name))
 
     def statuses(self) -> api.InstanceList:
         """Status of every instance."""
         out = []
         for name in self.names():
             with contextlib.suppress(sup_errors.UnknownInstance):
-                out.append(_status_out(self.supervisor.status(name)))
+                out.append(status_out(self.supervisor.status(name)))
         return api.InstanceList(instances=out)
 
     def is_running(self, name: str) -> bool:
@@ -356,18 +348,18 @@ class InstanceService:
         """Start ``name`` with the config in ``body``, or the stored one when it is empty."""
         config = self._config_from(name, body)
         async with self._start_failures(name), _async_api_errors(name):
-            return _status_out(await self.supervisor.start(name, config))
+            return status_out(await self.supervisor.start(name, config))
 
     async def stop(self, name: str) -> api.InstanceStatus:
         """Stop ``name`` gracefully (``stop`` RPC, then SIGINT, then SIGKILL)."""
         with _api_errors(name):
-            return _status_out(await self.supervisor.stop(name))
+            return status_out(await self.supervisor.stop(name))
 
     async def restart(self, name: str, body: bytes) -> api.InstanceStatus:
         """Stop then start ``name``, with a new config when ``body`` holds one."""
         config = self._config_from(name, body)
         async with self._start_failures(name), _async_api_errors(name):
-            return _status_out(await self.supervisor.restart(name, config))
+            return status_out(await self.supervisor.restart(name, config))
 
     @contextlib.asynccontextmanager
     async def _start_failures(self, name: str) -> AsyncIterator[None]:
@@ -429,49 +421,19 @@ class InstanceService:
 
     async def _state_events(self, name: str) -> AsyncIterator[SseEvent]:
         async for event in self.supervisor.subscribe(name):
-            yield SseEvent("state", _event_out(event))
+            yield SseEvent("state", event_out(event))
 
     async def health(self, name: str) -> api.HealthSample:
         """One health sample of ``name`` (a not-running instance is reported unhealthy)."""
         with _api_errors(name):
             status = self.supervisor.status(name)
             if status.pid is None or status.state in (InstanceState.STOPPED, InstanceState.FAILED):
-                return self._unhealthy(status)
+                return health_out(status, None)
             try:
                 sample = await self.supervisor.sample_health(name)
             except sup_errors.NotRunning:
-                return self._unhealthy(self.supervisor.status(name))
-        rtt = sample.rpc_rtt_ms
-        return api.HealthSample(
-            name=name,
-            state=sample.state.value,
-            healthy=sample.state is InstanceState.RUNNING and rtt is not None,
-            rpc_ok=rtt is not None,
-            rpc_latency_ms=rtt,
-            kdf_version=status.kdf_version,
-            pid=sample.pid,
-            uptime_s=status.uptime_s,
-            restarts=status.restarts,
-            cpu_percent=sample.cpu_percent,
-            rss_bytes=sample.rss_bytes,
-            open_fds=sample.open_fds,
-            threads=sample.threads,
-            at=sample.at,
-        )
-
-    @staticmethod
-    def _unhealthy(status: InstanceStatus) -> api.HealthSample:
-        return api.HealthSample(
-            name=status.name,
-            state=status.state.value,
-            healthy=False,
-            rpc_ok=False,
-            kdf_version=status.kdf_version,
-            pid=status.pid,
-            uptime_s=status.uptime_s,
-            restarts=status.restarts,
-            at=datetime.now(UTC),
-        )
+                return health_out(self.supervisor.status(name), None)
+        return health_out(status, sample)
 
     async def watch_health(self, name: str) -> AsyncIterator[SseEvent]:
         """Health samples of ``name``: one now, one on every state change, one per interval."""
