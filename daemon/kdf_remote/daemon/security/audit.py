@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, NamedTuple, Required, TypedDict, Unpack
+from typing import Final, Required, TypedDict, Unpack
 
 import msgspec
 
@@ -247,7 +247,7 @@ class AuditLog:
         self._known_size = -1
         self._seq = 0
         self._prev = GENESIS_HASH
-        self._queued: list[_Draft] = []
+        self._queued: list[AuditRecord] = []
 
     def close(self) -> None:
         """Write what :meth:`append_soon` queued, then close (further appends raise)."""
@@ -285,18 +285,21 @@ class AuditLog:
         if len(self._queued) == 1:
             loop.call_soon(self._flush_queued)
 
-    def _draft(self, fields: AuditFields) -> _Draft:
-        return _Draft(
+    def _draft(self, fields: AuditFields) -> AuditRecord:
+        """The record, timed now; its place in the chain (``seq``, ``prev``) is set on write."""
+        return AuditRecord(
+            seq=0,
             time=_timestamp(self._wall()),
-            actor=fields.get("actor"),
+            actor=_clip(fields.get("actor")),
             role=fields.get("role"),
-            key_id=fields.get("key_id"),
-            source_ip=fields.get("source_ip"),
-            action=fields["action"],
-            target=fields.get("target"),
+            key_id=_clip(fields.get("key_id")),
+            source_ip=_clip(fields.get("source_ip")),
+            action=_clip(fields["action"]) or "",
+            target=_clip(fields.get("target")),
             outcome=fields["outcome"],
             status=fields.get("status"),
-            detail=fields.get("detail"),
+            detail=_clip(fields.get("detail")),
+            prev="",
         )
 
     def flush(self) -> None:
@@ -312,7 +315,7 @@ class AuditLog:
         except AuditLogError:
             log.exception("%d audit line(s) lost", len(drafts))
 
-    def _write(self, drafts: list[_Draft], *, entries: bool) -> list[AuditEntry]:
+    def _write(self, drafts: list[AuditRecord], *, entries: bool) -> list[AuditEntry]:
         if self._fd < 0:
             raise AuditLogError("the audit log is closed")
         sealed: list[tuple[AuditRecord, str]] = []
@@ -333,7 +336,7 @@ class AuditLog:
                 seq, prev = self._seq, self._prev
                 lines: list[bytes] = []
                 for draft in drafts:
-                    record = draft.record(seq + 1, prev)
+                    record = msgspec.structs.replace(draft, seq=seq + 1, prev=prev)
                     line, prev = _seal(record)
                     seq = record.seq
                     lines.append(line)
@@ -348,37 +351,6 @@ class AuditLog:
         except OSError as exc:
             raise AuditLogError(f"cannot write the audit log: {exc.strerror}") from None
         return [AuditEntry(hash=digest, **msgspec.structs.asdict(r)) for r, digest in sealed]
-
-
-class _Draft(NamedTuple):
-    """A record's fields before the log gives it its place in the chain."""
-
-    time: str
-    actor: str | None
-    role: str | None
-    key_id: str | None
-    source_ip: str | None
-    action: str
-    target: str | None
-    outcome: str
-    status: int | None
-    detail: str | None
-
-    def record(self, seq: int, prev: str) -> AuditRecord:
-        return AuditRecord(
-            seq=seq,
-            time=self.time,
-            actor=_clip(self.actor),
-            role=self.role,
-            key_id=_clip(self.key_id),
-            source_ip=_clip(self.source_ip),
-            action=_clip(self.action) or "",
-            target=_clip(self.target),
-            outcome=self.outcome,
-            status=self.status,
-            detail=_clip(self.detail),
-            prev=prev,
-        )
 
 
 def read_audit_tail(path: Path, *, limit: int, before_seq: int | None = None) -> list[AuditEntry]:
