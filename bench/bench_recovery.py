@@ -37,6 +37,9 @@ from typing import Any
 
 import psutil
 
+# bench/ is the script's own directory (first on sys.path), but not on mypy's path.
+from _nginx import free_port  # type: ignore[import-not-found]
+
 VENV_BIN = Path(sys.executable).parent
 SIM = VENV_BIN / "kdf-sim"
 PASSWORD = "Bench-Recovery-1!"
@@ -45,12 +48,6 @@ HOST = Path(__file__).with_name("_supervisor_host.py")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def sim_config(port: int) -> dict[str, Any]:

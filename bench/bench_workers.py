@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+# bench/ is the script's own directory (first on sys.path), but not on mypy's path.
+from _nginx import free_port  # type: ignore[import-not-found]
 from _release_fixtures import Mode, ReleaseServer, release_script, release_zip, sha256
 from kdf_remote.kdf.config import decode_startup_config
 from kdf_remote.kdf.release import DownloadPolicy, ReleaseSpec, ReleaseStore
@@ -49,12 +50,6 @@ CONFIG = decode_startup_config(
         "passphrase": "bench workers seed words only",
     }
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def mib(n: float) -> str:

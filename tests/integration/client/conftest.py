@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,11 @@ import httpx
 import pytest
 import yaml
 
+from _loopback import free_port
 from kdf_remote.daemon.security.certs import init_tls
 from kdf_remote.daemon.security.tokens import create_jwt_key_file
 
 API_KEY = "kdfr_" + "i" * 43
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_tls(directory: Path) -> tuple[Path, Path, str]:

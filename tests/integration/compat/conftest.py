@@ -13,13 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import socket
 import ssl
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import httpx
 import psutil
 import pytest
 
+from _loopback import DEADLINE_S, free_port, wait_for
 from kdf_remote.daemon.security.certs import init_tls
 from kdf_remote.daemon.security.tokens import create_jwt_key_file
 
@@ -37,25 +36,6 @@ VIEWER_KEY = "compat-it-viewer-key-0123456789"
 RPC_PASSWORD = "Compat-Rpc-Pass-4-Tests!9"  # a test value
 PASSPHRASE = "legal winner thank year wave sausage worth useful legal winner thank yellow"
 COINS = [{"coin": "KMD", "pubtype": 60, "protocol": {"type": "UTXO"}}]
-DEADLINE_S = 30.0
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def startup_config(**overrides: object) -> dict[str, object]:

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .conftest import ADMIN_KEY, DEADLINE_S, RPC_PASSWORD, VIEWER_KEY, CompatStack, wait_for
+from _loopback import DEADLINE_S, wait_for
+
+from .conftest import ADMIN_KEY, RPC_PASSWORD, VIEWER_KEY, CompatStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .conftest import DEADLINE_S, RPC_PASSWORD, CompatStack, running_stack
+from _loopback import DEADLINE_S
+
+from .conftest import RPC_PASSWORD, CompatStack, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.security, pytest.mark.slow]
 

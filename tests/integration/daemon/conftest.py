@@ -28,11 +28,11 @@ import httpx
 import psutil
 import pytest
 
+from _loopback import DEADLINE_S, free_port, wait_for
 from kdf_remote.daemon.security.tokens import create_jwt_key_file
 
 ADMIN_KEY = "it-admin-key-0123456789"
 VIEWER_KEY = "it-viewer-key-0123456789"
-DEADLINE_S = 30.0
 PASSPHRASE = "legal winner thank year wave sausage worth useful legal winner thank yellow"
 WALLET_PASSWORD = "Wallet-Pass-42!x"
 COINS = [{"coin": "KMD", "pubtype": 60, "protocol": {"type": "UTXO"}}]
@@ -49,24 +49,6 @@ def startup_config(**overrides: object) -> dict[str, object]:
     }
     config.update(overrides)
     return config
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @dataclass

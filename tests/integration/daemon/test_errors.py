@@ -9,7 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import ADMIN_KEY, VIEWER_KEY, DaemonFactory, sse, startup_config, wait_for
+from _loopback import wait_for
+
+from .conftest import ADMIN_KEY, VIEWER_KEY, DaemonFactory, sse, startup_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

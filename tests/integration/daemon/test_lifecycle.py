@@ -7,6 +7,8 @@ import signal
 
 import pytest
 
+from _loopback import wait_for
+
 from .conftest import (
     PASSPHRASE,
     VIEWER_KEY,
@@ -16,7 +18,6 @@ from .conftest import (
     pid_alive,
     sse,
     startup_config,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -31,11 +31,12 @@ from schemathesis.checks import negative_data_rejection, not_a_server_error
 from schemathesis.python import asgi as schemathesis_asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from _loopback import free_port
 from kdf_remote.daemon.app import create_app
 from kdf_remote.daemon.security.tokens import create_jwt_key_file
 from kdf_remote.daemon.settings import parse_settings
 
-from .conftest import ADMIN_KEY, free_port, startup_config
+from .conftest import ADMIN_KEY, startup_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from _loopback import DEADLINE_S
+
 from .conftest import (
     ADMIN_KEY,
-    DEADLINE_S,
     VIEWER_KEY,
     Daemon,
     DaemonFactory,

@@ -20,19 +20,15 @@ import httpx
 import psutil
 import pytest
 
+from _loopback import DEADLINE_S, free_port
 from kdf_remote.daemon.app import create_app
 from kdf_remote.daemon.asgi import DaemonApp
 from kdf_remote.daemon.security.tokens import create_jwt_key_file
 from kdf_remote.daemon.settings import Settings, parse_settings
 
-_TESTS = str(Path(__file__).resolve().parents[2])
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
-
 ADMIN_KEY = "dw-admin-key-0123456789"
 OPERATOR_KEY = "dw-operator-key-0123456789"
 VIEWER_KEY = "dw-viewer-key-0123456789"
-DEADLINE_S = 30.0
 SIM = Path(sys.executable).parent / "kdf-sim"
 COINS = [{"coin": "KMD", "pubtype": 60, "protocol": {"type": "UTXO"}}]
 
@@ -40,13 +36,6 @@ COINS = [{"coin": "KMD", "pubtype": 60, "protocol": {"type": "UTXO"}}]
 def startup_config() -> dict[str, Any]:
     """A KDF startup config kdf-sim accepts (offline, one coin)."""
     return {"gui": "dw-test", "netid": 8762, "disable_p2p": True, "coins": COINS}
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def free_range(size: int) -> tuple[int, int]:

@@ -16,11 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from _loopback import free_port
 from _release_fixtures import ReleaseServer, release_script, release_zip, sha256
 from kdf_remote.client.profiles import Profile, save_profile
 from kdf_remote.daemon.security.tokens import create_jwt_key_file
 
-from .conftest import ADMIN_KEY, free_port, free_range, startup_config
+from .conftest import ADMIN_KEY, free_range, startup_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -17,7 +17,6 @@ import hmac
 import json
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,10 +31,11 @@ import psutil
 import pytest
 import yaml
 
+from _loopback import DEADLINE_S, free_port, wait_for
+
 BIN = Path(sys.executable).parent
 DAEMON = str(BIN / "kdf-remote-daemon")
 KDF_SIM = BIN / "kdf-sim"
-DEADLINE_S = 30.0
 PASSPHRASE = "legal winner thank year wave sausage worth useful legal winner thank yellow"
 WALLET_PASSWORD = "Wallet-Pass-42!x"  # a test value
 RPC_PASSWORD = "Rpc-Pass-Only-4-Tests!9"  # a test value
@@ -46,24 +46,6 @@ GENEROUS_LIMITS = {
     "lockout_after": 1_000_000,
 }
 """For daemons shared by many tests: no test may be throttled by another's requests."""
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def startup_config(**overrides: object) -> dict[str, object]:

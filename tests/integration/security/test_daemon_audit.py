@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from _loopback import wait_for
+
 from .harness import (
     GENEROUS_LIMITS,
     SecureDaemon,
@@ -19,7 +21,6 @@ from .harness import (
     run_cli,
     sign_headers,
     startup_config,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]

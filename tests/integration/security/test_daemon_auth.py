@@ -16,8 +16,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from _loopback import wait_for
+
 from .conftest import EXPIRED_KEY
-from .harness import SecureDaemon, b64url, forge_token, run_cli, token_claims, wait_for
+from .harness import SecureDaemon, b64url, forge_token, run_cli, token_claims
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 

@@ -16,7 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .harness import KDF_SIM, SecureDaemon, free_port, make_daemon, run_cli, wait_for
+from _loopback import free_port, wait_for
+
+from .harness import KDF_SIM, SecureDaemon, make_daemon, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 

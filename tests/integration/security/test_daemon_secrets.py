@@ -15,6 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from _loopback import wait_for
+
 from .harness import (
     PASSPHRASE,
     RPC_PASSWORD,
@@ -22,7 +24,6 @@ from .harness import (
     SecureDaemon,
     make_daemon,
     startup_config,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.security, pytest.mark.slow]

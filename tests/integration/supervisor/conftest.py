@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
+from _loopback import free_port
 from kdf_remote.kdf import KdfStartupConfig, decode_startup_config
 from kdf_remote.supervisor import (
     EventStream,
@@ -34,13 +34,6 @@ from kdf_remote.supervisor import (
 RPC_PASSWORD = "Sup-Test-Pass-7!"
 SEED = "abandon ability able about above absent absorb abstract absurd abuse access accident"
 FAST = Timeouts(start_s=20.0, stop_rpc_s=5.0, sigint_s=5.0, sigkill_s=10.0, probe_s=5.0)
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (bound to 0, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def sim_binary() -> Path:

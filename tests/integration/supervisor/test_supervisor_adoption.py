@@ -18,18 +18,11 @@ import msgspec
 import psutil
 import pytest
 
+from _loopback import free_port
 from kdf_remote.supervisor import EventKind, InstanceState, Supervisor
 from kdf_remote.supervisor.files import StateRecord
 
-from .conftest import (
-    RPC_PASSWORD,
-    SpecFactory,
-    free_port,
-    make_config,
-    next_event,
-    sim_binary,
-    wait_for,
-)
+from .conftest import RPC_PASSWORD, SpecFactory, make_config, next_event, sim_binary, wait_for
 
 pytestmark = pytest.mark.integration
 
