@@ -23,20 +23,16 @@ import contextlib
 import json
 import shutil
 import signal
-import sys
 import tempfile
 from pathlib import Path
 
 import httpx
 import psutil
 
-from _daemon import daemon  # type: ignore[import-not-found]
+from _daemon import API_KEY, BIN, daemon, write_config  # type: ignore[import-not-found]
 from _nginx import free_port  # type: ignore[import-not-found]
 from _wrk import WrkResult, lua, median, wrk  # type: ignore[import-not-found]
-from kdf_remote.daemon.security.tokens import create_jwt_key_file
 
-BIN = Path(sys.executable).parent
-API_KEY = "bench-admin-key-0123456789"
 RPC_PASSWORD = "Bench-Rpc-Pass-42!x"  # a benchmark value
 START_CONFIG = {
     "gui": "bench",
@@ -54,24 +50,6 @@ LABELS = {
 }
 
 
-def write_config(root: Path, port: int, rpc_port: int, compat_port: int) -> Path:
-    """The daemon configuration used by the benchmark."""
-    path = root / "daemon.yaml"
-    path.write_text(
-        f"daemon: {{port: {port}, host: 127.0.0.1, state_dir: {root / 'state'}, "
-        "log_level: warning}\n"
-        f"kdf: {{binary_path: {BIN / 'kdf-sim'}, data_dir: {root / 'data'}, "
-        f"rpc_port: {rpc_port}}}\n"
-        "worker_support: {enabled: false}\n"
-        "security:\n"
-        f"  api_keys: [{API_KEY}]\n"
-        "  rate_limit: {requests_per_minute: 100000000}\n"
-        f"kdf_compat: {{enabled: true, port: {compat_port}}}\n"
-    )
-    create_jwt_key_file(root / "state" / "jwt.key")
-    return path
-
-
 def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -83,7 +61,9 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="bench-compat-"))
     port, rpc_port, compat_port = free_port(), free_port(), free_port()
-    config = write_config(root, port, rpc_port, compat_port)
+    config = write_config(
+        root, port, rpc_port, extra=f"kdf_compat: {{enabled: true, port: {compat_port}}}\n"
+    )
     url = f"http://127.0.0.1:{port}"
     urls = {
         "direct": f"http://127.0.0.1:{rpc_port}/",

@@ -35,15 +35,12 @@ from pathlib import Path
 import httpx
 import psutil
 
-from _daemon import daemon  # type: ignore[import-not-found]
+from _daemon import API_KEY, BIN, daemon, write_config  # type: ignore[import-not-found]
 
 # bench/ is the script's own directory (first on sys.path), but not on mypy's path.
 from _nginx import NginxProxy, free_port  # type: ignore[import-not-found]
 from _wrk import WrkResult, lua, median, wrk  # type: ignore[import-not-found]
-from kdf_remote.daemon.security.tokens import create_jwt_key_file
 
-BIN = Path(sys.executable).parent
-API_KEY = "bench-admin-key-0123456789"
 BODY = '{"method":"version"}'
 START_CONFIG = {
     "gui": "bench",
@@ -63,25 +60,6 @@ settings = load_settings(Path(sys.argv[1]))
 configure_logging("warning", json_logs=False)
 serve(settings, create_app(settings, fast_rpc=False))
 """
-
-
-def write_config(root: Path, port: int, rpc_port: int) -> Path:
-    """The daemon configuration used by the benchmark."""
-    path = root / "daemon.yaml"
-    path.write_text(
-        f"daemon: {{port: {port}, host: 127.0.0.1, state_dir: {root / 'state'}, "
-        "log_level: warning}\n"
-        f"kdf: {{binary_path: {BIN / 'kdf-sim'}, data_dir: {root / 'data'}, "
-        f"rpc_port: {rpc_port}}}\n"
-        "worker_support: {enabled: false}\n"
-        "security:\n"
-        f"  api_keys: [{API_KEY}]\n"
-        # The benchmark measures the proxy, not the rate limiter (which would answer 429).
-        "  rate_limit: {requests_per_minute: 100000000}\n"
-    )
-    # The daemon refuses to start without its token-signing key (made at install time).
-    create_jwt_key_file(root / "state" / "jwt.key")
-    return path
 
 
 def start_to_running(http: httpx.Client, times: int) -> list[float]:
