@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, cast
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import (
@@ -64,9 +64,7 @@ class HeadJoiningWriter:
         elif not self._head:
             self._head = data
         else:
-            self._joined = True
-            head, self._head = self._head, _UNSET
-            self._transport.write(head + data)
+            self._flush(data)
 
     def close(self) -> None:
         """Flush a held head, then close the connection."""
@@ -81,11 +79,12 @@ class HeadJoiningWriter:
         """The transport's extra info (socket, peer name, SSL object)."""
         return self._transport.get_extra_info(name, default)
 
-    def _flush(self) -> None:
+    def _flush(self, body: bytes = b"") -> None:
+        """Send the held head, with ``body`` when there is one (once; later writes pass)."""
         if self._head and not self._joined:
             self._joined = True
             head, self._head = self._head, _UNSET
-            self._transport.write(head)
+            self._transport.write(head + body)
 
 
 class Lane(Protocol):
@@ -126,16 +125,16 @@ def daemon_protocol(
     """
 
     class DaemonProtocol(HttpToolsProtocol):
-        _lane_key: str | None = None
-        _lane_target: tuple[str, bytes, bytes] | None = None
+        _lane_request: _LaneTarget | None = None
+        """The lane request whose body is being read (set from headers to message end)."""
 
         def on_headers_complete(self) -> None:
-            key = self._match_lane() if lane is not None else None
-            if key is None:
+            target = self._match_lane() if lane is not None else None
+            if target is None:
                 super().on_headers_complete()
                 self._join_head_and_body()
                 return
-            self._lane_key = key
+            self._lane_request = target
             self.cycle = RequestResponseCycle(
                 scope=self.scope,
                 transport=self.transport,
@@ -152,27 +151,25 @@ def daemon_protocol(
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
-            key, self._lane_key = self._lane_key, None
-            target = self._lane_target
-            if key is None or target is None or lane is None:
+            target, self._lane_request = self._lane_request, None
+            if target is None or lane is None:
                 return
-            path, raw_path, query = target
             cycle = self.cycle
             request = DirectRequest(
                 method="POST",
-                path=path,
-                raw_path=raw_path,
-                query_string=query,
+                path=target.path,
+                raw_path=target.raw_path,
+                query_string=target.query,
                 peer=self.client[0] if self.client else None,
                 headers=self.headers,
                 body=bytes(cycle.body),
                 tls=self.scheme == "https",
             )
-            task = self.loop.create_task(self._serve_lane(lane, cycle, request, key))
+            task = self.loop.create_task(self._serve_lane(lane, cycle, request, target.key))
             task.add_done_callback(self.tasks.discard)
             self.tasks.add(task)
 
-        def _match_lane(self) -> str | None:
+        def _match_lane(self) -> _LaneTarget | None:
             assert lane is not None
             # None before the connection's first request (uvicorn's annotation omits it).
             cycle = cast("RequestResponseCycle | None", self.cycle)
@@ -192,15 +189,15 @@ def daemon_protocol(
                 return None  # escaped paths go the ASGI way, which decodes them
             path = raw_path.decode("ascii")
             key = lane.match("POST", path)
-            if key is not None:
-                query = parsed.query or b""
-                self._lane_target = (path, raw_path, query)
-                scope = self.scope
-                scope["method"] = "POST"
-                scope["path"] = path
-                scope["raw_path"] = raw_path
-                scope["query_string"] = query
-            return key
+            if key is None:
+                return None
+            query = parsed.query or b""
+            scope = self.scope
+            scope["method"] = "POST"
+            scope["path"] = path
+            scope["raw_path"] = raw_path
+            scope["query_string"] = query
+            return _LaneTarget(key, path, raw_path, query)
 
         def _join_head_and_body(self) -> None:
             # No path: an upgrade request uvicorn left without a cycle.
@@ -245,6 +242,15 @@ def daemon_protocol(
                     self.logger.exception("Exception recording an RPC lane call")
 
     return DaemonProtocol
+
+
+class _LaneTarget(NamedTuple):
+    """A request the lane took: its key (e.g. the instance) and its target."""
+
+    key: str
+    path: str
+    raw_path: bytes
+    query: bytes
 
 
 _INTERNAL_ERROR: Final = (
