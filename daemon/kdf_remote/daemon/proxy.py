@@ -35,6 +35,7 @@ __all__ = [
     "RpcForwarder",
     "is_rpc_route",
     "read_body",
+    "require_rpc_role",
     "rpc_instance",
     "rpc_instance_of",
 ]
@@ -132,6 +133,15 @@ class RpcForwarder:
         return answer
 
 
+def require_rpc_role(principal: Principal) -> None:
+    """Refuse (403) a caller below :data:`RPC_ROLE`; checked before the body is read."""
+    if not principal.role.allows(RPC_ROLE):
+        raise ForbiddenError(
+            f"role {principal.role.label!r} may not do this; it needs {RPC_ROLE.label!r}",
+            code="role_required",
+        )
+
+
 def _refuse_key_material(body: bytes, principal: Principal) -> None:
     try:
         names = method_names(body)
@@ -162,11 +172,7 @@ class RpcFastPath:
         """
         body = b""
         try:
-            if not principal.role.allows(RPC_ROLE):
-                raise ForbiddenError(
-                    f"role {principal.role.label!r} may not do this; it needs {RPC_ROLE.label!r}",
-                    code="role_required",
-                )
+            require_rpc_role(principal)
             body = await read_body(scope, receive, self.max_body)
             answer = await self.forwarder.forward(name, body, principal)
         except ApiError as exc:

@@ -18,8 +18,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Final
 
 from kdf_remote.daemon.asgi import RPC_PATH_TEMPLATE, rpc_audit_detail
-from kdf_remote.daemon.errors import ApiError, ForbiddenError, PayloadTooLargeError, encode_error
-from kdf_remote.daemon.proxy import RPC_ROLE, rpc_instance_of
+from kdf_remote.daemon.errors import ApiError, encode_error
+from kdf_remote.daemon.proxy import require_rpc_role, rpc_instance_of
 from kdf_remote.daemon.security.middleware import DENIED_STATUSES, DirectAnswer
 
 if TYPE_CHECKING:
@@ -80,13 +80,7 @@ class RpcLane:
 
     async def _call(self, name: str, body: bytes, principal: Principal) -> DirectAnswer:
         try:
-            if not principal.role.allows(RPC_ROLE):
-                raise ForbiddenError(
-                    f"role {principal.role.label!r} may not do this; it needs {RPC_ROLE.label!r}",
-                    code="role_required",
-                )
-            if len(body) > self.max_body:
-                raise PayloadTooLargeError(f"request body larger than {self.max_body} bytes")
+            require_rpc_role(principal)
             answer = await self.forwarder.forward(name, body, principal)
         except ApiError as exc:
             refused = exc.status in DENIED_STATUSES
