@@ -88,6 +88,9 @@ _JSON: Final = (b"content-type", b"application/json")
 _NOSNIFF: Final = (b"x-content-type-options", b"nosniff")
 _NO_STORE: Final = (b"cache-control", b"no-store")
 _HSTS: Final = (b"strict-transport-security", HSTS_VALUE.encode())
+_INTERNAL_ERROR_BODY: Final = encode_error(
+    "internal_error", "the daemon failed to handle this request"
+)
 
 
 class AuthContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -338,16 +341,8 @@ class SecurityMiddleware:
         rt = self.runtime
         headers = _Headers.parse(scope["headers"])
         peer = scope.get("client")
-        client = resolve_client(
-            peer[0] if peer else None, headers.forwarded_for, rt.trusted_proxies
-        )
-        exchange = _Exchange(
-            scope=scope,
-            method=scope["method"],
-            path=scope["path"],
-            client=client,
-            client_ip=str(client) if client is not None else None,
-            rate_key=rate_key(client),
+        exchange = self._exchange(
+            scope, scope["method"], scope["path"], peer[0] if peer else None, headers
         )
         secure_send = self._wrap_send(exchange, send)
         try:
@@ -367,10 +362,24 @@ class SecurityMiddleware:
                 raise
             await self._respond(
                 500,
-                encode_error("internal_error", "the daemon failed to handle this request"),
+                _INTERNAL_ERROR_BODY,
                 secure_send,
             )
         self._audit_after(exchange)
+
+    def _exchange(
+        self, scope: Scope, method: str, path: str, peer: str | None, headers: _Headers
+    ) -> _Exchange:
+        """Step 1: who is calling (the peer, or the client a trusted proxy forwarded for)."""
+        client = resolve_client(peer, headers.forwarded_for, self.runtime.trusted_proxies)
+        return _Exchange(
+            scope=scope,
+            method=method,
+            path=path,
+            client=client,
+            client_ip=str(client) if client is not None else None,
+            rate_key=rate_key(client),
+        )
 
     async def _admit(self, ex: _Exchange, headers: _Headers, receive: Receive) -> bytes | None:
         """Run steps 2-10; returns the body when it had to be read, else None."""
@@ -524,11 +533,7 @@ class SecurityMiddleware:
                 ex.status = int(message["status"])
                 headers = list(message.get("headers") or ())
                 has_cache_control = any(name.lower() == b"cache-control" for name, _ in headers)
-                headers.append(_NOSNIFF)
-                if not has_cache_control:
-                    headers.append(_NO_STORE)
-                if tls:
-                    headers.append(_HSTS)
+                headers += _security_headers(tls, cache_control=not has_cache_control)
                 message["headers"] = headers
                 if ex.status in (401, 403):
                     ex.error_body = bytearray()
@@ -585,16 +590,13 @@ class SecurityMiddleware:
         and ``target`` name the audit line of an admitted call, which the response's ``after``
         writes (as the ASGI face writes its lines once the response is sent).
         """
-        rt = self.runtime
         headers = _Headers.parse(request.headers)
-        client = resolve_client(request.peer, headers.forwarded_for, rt.trusted_proxies)
-        ex = _Exchange(
-            scope={"raw_path": request.raw_path, "query_string": request.query_string},
-            method=request.method,
-            path=request.path,
-            client=client,
-            client_ip=str(client) if client is not None else None,
-            rate_key=rate_key(client),
+        ex = self._exchange(
+            {"raw_path": request.raw_path, "query_string": request.query_string},
+            request.method,
+            request.path,
+            request.peer,
+            headers,
         )
         try:
             self._admit_direct(ex, headers, request.body)
@@ -614,10 +616,9 @@ class SecurityMiddleware:
             log.exception("unhandled error on %s %r", ex.method, ex.path)
             answer = DirectAnswer(
                 status=500,
-                body=encode_error("internal_error", "the daemon failed to handle this request"),
+                body=_INTERNAL_ERROR_BODY,
                 audit_detail=None,
             )
-        denied = answer.status in DENIED_STATUSES
         return DirectResponse(
             status=answer.status,
             headers=_direct_headers(request.tls, answer.headers),
@@ -626,7 +627,7 @@ class SecurityMiddleware:
             after=partial(
                 self._write_audit,
                 ex,
-                outcome="denied" if denied else ("ok" if answer.status < 400 else "failed"),
+                outcome=_outcome(answer.status),
                 status=answer.status,
                 action=action,
                 detail=answer.audit_detail,
@@ -668,7 +669,7 @@ class SecurityMiddleware:
         detail = note.detail if isinstance(note, AuditNote) else None
         if denied and ex.error_body:
             detail = _error_text(bytes(ex.error_body)) or detail
-        outcome = "denied" if denied else ("ok" if status < 400 else "failed")
+        outcome = _outcome(status)
         self._write_audit(
             ex,
             outcome=outcome,
@@ -715,10 +716,24 @@ def _refusal_headers(refused: _RefusedError) -> list[tuple[bytes, bytes]]:
 
 
 def _direct_headers(tls: bool, extra: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    headers = [_JSON, *extra, _NOSNIFF, _NO_STORE]
+    return [_JSON, *extra, *_security_headers(tls, cache_control=True)]
+
+
+def _security_headers(tls: bool, *, cache_control: bool) -> list[tuple[bytes, bytes]]:
+    """What every response gets: nosniff, no-store (unless it set its own), HSTS over TLS."""
+    headers = [_NOSNIFF]
+    if cache_control:
+        headers.append(_NO_STORE)
     if tls:
         headers.append(_HSTS)
     return headers
+
+
+def _outcome(status: int) -> str:
+    """The audit outcome of an answered request."""
+    if status in DENIED_STATUSES:
+        return "denied"
+    return "ok" if status < 400 else "failed"
 
 
 class _ErrorText(msgspec.Struct):
