@@ -56,9 +56,12 @@ from kdf_remote.daemon.proxy import MAX_RPC_RESPONSE_BYTES
 from kdf_remote.daemon.rpc_lane import LANE_BODY_LIMIT
 from kdf_remote.daemon.security.errors import AuditLogError
 from kdf_remote.daemon.security.ipaccess import rate_key, resolve_client
-from kdf_remote.daemon.security.middleware import DirectRequest, DirectResponse
+from kdf_remote.daemon.security.middleware import (
+    DirectRequest,
+    DirectResponse,
+    security_headers,
+)
 from kdf_remote.daemon.security.ratelimit import TokenBucketLimiter, retry_after_header
-from kdf_remote.daemon.security.tls import HSTS_VALUE
 
 if TYPE_CHECKING:
     from kdf_remote.daemon.asgi import DaemonApp
@@ -461,7 +464,7 @@ class CompatApp:
                 target=target,
                 receive=receive,
                 send=send,
-                extra_headers=self._security_headers(ex),
+                extra_headers=security_headers(ex.tls),
                 max_duration=self.config.max_stream_duration,
                 shutdown=self._shutdown,
             )
@@ -472,13 +475,6 @@ class CompatApp:
 
     # -----------------------------------------------------------------------------------------
     # Responses and audit
-
-    @staticmethod
-    def _security_headers(ex: _Exchange) -> list[tuple[bytes, bytes]]:
-        headers = [(b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store")]
-        if ex.tls:
-            headers.append((b"strict-transport-security", HSTS_VALUE.encode()))
-        return headers
 
     def _origin(self, ex: _Exchange, view: InstanceView | None) -> bytes:
         """KDF's ``rpccors``, or KDF's default for the scheme the client sees."""
@@ -504,7 +500,7 @@ class CompatApp:
         if answer.content_type is not None:
             headers.append(answer.content_type)
         headers.extend(answer.extra)
-        headers.extend(self._security_headers(ex))
+        headers.extend(security_headers(ex.tls))
         return headers
 
     def _audit(self, ex: _Exchange, *, outcome: str | None = None) -> None:

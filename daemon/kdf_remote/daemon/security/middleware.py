@@ -72,6 +72,7 @@ __all__ = [
     "SecurityMiddleware",
     "auth_context_of",
     "note_audit",
+    "security_headers",
     "set_audit_note",
 ]
 
@@ -533,7 +534,7 @@ class SecurityMiddleware:
                 ex.status = int(message["status"])
                 headers = list(message.get("headers") or ())
                 has_cache_control = any(name.lower() == b"cache-control" for name, _ in headers)
-                headers += _security_headers(tls, cache_control=not has_cache_control)
+                headers += security_headers(tls, cache_control=not has_cache_control)
                 message["headers"] = headers
                 if ex.status in (401, 403):
                     ex.error_body = bytearray()
@@ -716,11 +717,14 @@ def _refusal_headers(refused: _RefusedError) -> list[tuple[bytes, bytes]]:
 
 
 def _direct_headers(tls: bool, extra: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    return [_JSON, *extra, *_security_headers(tls, cache_control=True)]
+    return [_JSON, *extra, *security_headers(tls, cache_control=True)]
 
 
-def _security_headers(tls: bool, *, cache_control: bool) -> list[tuple[bytes, bytes]]:
-    """What every response gets: nosniff, no-store (unless it set its own), HSTS over TLS."""
+def security_headers(tls: bool, *, cache_control: bool = True) -> list[tuple[bytes, bytes]]:
+    """What every response gets: nosniff, no-store (unless it set its own), HSTS over TLS.
+
+    The gate adds them to the REST API's answers; the ``kdf_compat`` listener to its own.
+    """
     headers = [_NOSNIFF]
     if cache_control:
         headers.append(_NO_STORE)
