@@ -81,21 +81,9 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     prev: str
 
 
-class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """An audit line as ``GET /v1/audit`` returns it."""
+class AuditEntry(AuditRecord, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """An audit line as ``GET /v1/audit`` returns it: the record and its ``hash``."""
 
-    seq: int
-    time: str
-    actor: str | None
-    role: str | None
-    key_id: str | None
-    source_ip: str | None
-    action: str
-    target: str | None
-    outcome: str
-    status: int | None
-    detail: str | None
-    prev: str
     hash: str
 
 
