@@ -5,7 +5,6 @@ raw-bytes JWT key and the TLS pair, laid out as the bootstrap lays them out.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -14,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from _infra_settings import make_settings as make
 from kdf_remote.infra.daemon_config import DaemonConfigInput, render_daemon_config
 from kdf_remote.infra.layout import Layout
 from kdf_remote.infra.secret_values import JWT_KEY_BYTES, api_key_from_random, api_key_hash
-from kdf_remote.infra.settings import Settings, parse_settings
+from kdf_remote.infra.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-SHA = "8993a0d31ef7a3554089be77b0c587bae3e7a1aa075bd1ca9ae6db6b96ae0c31"
 VARIANTS: dict[str, dict[str, object]] = {
     "aws-default": {},
     "do-compat-p2p": {
@@ -31,19 +30,6 @@ VARIANTS: dict[str, dict[str, object]] = {
         "p2p": {"enabled": True},
     },
 }
-
-
-def make(**extra: object) -> Settings:
-    raw = {
-        "provider": "aws",
-        "region": "us-east-1",
-        "allowed_ips": '["203.0.113.7/32", "2001:db8::/64"]',
-        "kdf_version": "2.1.0-beta",
-        "kdf_url": "https://example.org/kdf.zip",
-        "kdf_sha256": SHA,
-    }
-    raw.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
-    return parse_settings(raw)
 
 
 def _daemon_cli() -> Path:

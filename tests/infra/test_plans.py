@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import re
 import shlex
 
@@ -12,6 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _infra_settings import SHA
+from _infra_settings import make_settings as make
 from kdf_remote.infra.firewall_rules import (
     WORLD,
     FirewallPolicyError,
@@ -29,22 +30,8 @@ from kdf_remote.kdf.ports import p2p_ports
 
 pytestmark = pytest.mark.unit
 
-SHA = "8993a0d31ef7a3554089be77b0c587bae3e7a1aa075bd1ca9ae6db6b96ae0c31"
 AWS_REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-southeast-1"]
 DO_REGIONS = ["fra1", "nyc3", "sgp1", "ams3", "lon1"]
-
-
-def make(**extra: object) -> Settings:
-    raw = {
-        "provider": "aws",
-        "region": "us-east-1",
-        "allowed_ips": '["203.0.113.7/32", "2001:db8::/64"]',
-        "kdf_version": "2.1.0-beta",
-        "kdf_url": "https://example.org/kdf.zip",
-        "kdf_sha256": SHA,
-    }
-    raw.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
-    return parse_settings(raw)
 
 
 cidrs = st.lists(

@@ -18,33 +18,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _infra_settings import make_settings as make
 from kdf_remote.infra.bootstrap_script import BootstrapInput, render_install_script
 from kdf_remote.infra.cloud_init import gzip_user_data, render_cloud_config
 from kdf_remote.infra.daemon_config import DaemonConfigInput, render_daemon_config
 from kdf_remote.infra.layout import Layout
-from kdf_remote.infra.settings import Settings, parse_settings
 from kdf_remote.infra.systemd_units import DAEMON_UNIT, TASKS_PER_PROCESS, render_daemon_unit
 
 pytestmark = pytest.mark.unit
 
-SHA = "8993a0d31ef7a3554089be77b0c587bae3e7a1aa075bd1ca9ae6db6b96ae0c31"
 CLOUD_INIT_SCHEMA = Path(
     "/usr/lib/python3/dist-packages/cloudinit/config/schemas/schema-cloud-config-v1.json"
 )
 MAX_EXPOSURE = 2.5
-
-
-def make(**extra: object) -> Settings:
-    raw = {
-        "provider": "aws",
-        "region": "us-east-1",
-        "allowed_ips": '["203.0.113.7/32", "2001:db8::/64"]',
-        "kdf_version": "2.1.0-beta",
-        "kdf_url": "https://example.org/kdf.zip",
-        "kdf_sha256": SHA,
-    }
-    raw.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
-    return parse_settings(raw)
 
 
 VARIANTS: dict[str, dict[str, object]] = {
