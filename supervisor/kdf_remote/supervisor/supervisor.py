@@ -465,17 +465,7 @@ class Supervisor:
             self._emit(inst, EventKind.EXITED, exit=inst.last_exit)
             self._after_failed_start(inst, None, credentials_refused=False)
             raise StartFailed(f"{name}: {reason}") from None
-        try:
-            await wait_ready(inst, proc, self._clock)
-        except NotReadyError as exc:
-            if not proc.has_exited:
-                inst.exit_reason = f"killed: {exc.reason}"
-                await terminate(inst, proc, graceful=False)
-            self._after_failed_start(
-                inst, proc.returncode, credentials_refused=exc.credentials_refused
-            )
-            raise StartFailed(f"{name}: {exc.reason}") from None
-        self._mark_ready(inst, proc)
+        await self._await_ready(inst, proc, failure=f"{name}: ")
         _log.info("instance %s: running (pid %d, KDF %s)", name, proc.pid, inst.kdf_version)
         return self.status(name)
 
@@ -612,6 +602,16 @@ class Supervisor:
             begin(inst, "adopt", self._confirm_adopted(inst, proc))
 
     async def _confirm_adopted(self, inst: Instance, proc: KdfProcess) -> InstanceStatus:
+        await self._await_ready(inst, proc, failure=f"{inst.spec.name}: adopted KDF ")
+        return self.status(inst.spec.name)
+
+    async def _await_ready(self, inst: Instance, proc: KdfProcess, *, failure: str) -> None:
+        """Wait until KDF is ready and mark it running.
+
+        Raises:
+            StartFailed: ``failure`` followed by the reason; KDF was killed if still alive, and
+                the failed start recorded (restart policy, credentials refused).
+        """
         try:
             await wait_ready(inst, proc, self._clock)
         except NotReadyError as exc:
@@ -621,9 +621,8 @@ class Supervisor:
             self._after_failed_start(
                 inst, proc.returncode, credentials_refused=exc.credentials_refused
             )
-            raise StartFailed(f"{inst.spec.name}: adopted KDF {exc.reason}") from None
+            raise StartFailed(f"{failure}{exc.reason}") from None
         self._mark_ready(inst, proc)
-        return self.status(inst.spec.name)
 
     # ------------------------------------------------------------------ RPC and health
 
