@@ -87,6 +87,12 @@ def _status(raw: SupervisorStatus) -> InstanceStatus:
     return status_out(raw)
 
 
+def _local_settings(profile: Profile) -> LocalSettings:
+    if profile.local is None:
+        raise errors.ConfigError(f"profile {profile.name!r} has no `local` section", field="local")
+    return profile.local
+
+
 class AsyncLocalKdfController:
     """KDF on this machine through an in-process supervisor (asyncio).
 
@@ -102,11 +108,7 @@ class AsyncLocalKdfController:
     @classmethod
     def from_profile(cls, profile: Profile) -> AsyncLocalKdfController:
         """A controller for a ``kind: local`` profile."""
-        if profile.local is None:
-            raise errors.ConfigError(
-                f"profile {profile.name!r} has no `local` section", field="local"
-            )
-        return cls(profile.local, name=profile.name)
+        return cls(_local_settings(profile), name=profile.name)
 
     @property
     def name(self) -> str:
@@ -367,11 +369,7 @@ class LocalKdfController:
     @classmethod
     def from_profile(cls, profile: Profile) -> LocalKdfController:
         """A controller for a ``kind: local`` profile."""
-        if profile.local is None:
-            raise errors.ConfigError(
-                f"profile {profile.name!r} has no `local` section", field="local"
-            )
-        return cls(profile.local, name=profile.name)
+        return cls(_local_settings(profile), name=profile.name)
 
     @property
     def name(self) -> str:
